@@ -1,0 +1,150 @@
+"""ClientApp handlers: rollout, gradient and local-training steps of one client.
+
+Everything that must outlive a message (the rollout) lives in ``context.state``,
+because in deployment each message may start a fresh ClientApp process. The
+module-level caches only save rebuilding envs and models inside one process.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from fedrl.config import FedRLConfig
+from fedrl.envs import client_seed, env_spaces, make_vector_env
+from fedrl.model import ActorCritic, build_model
+from fedrl.ppo import batch_tensors, collect_rollout, epoch_rng, minibatch_indices, ppo_loss
+from fedrl.protocol import (
+    CONFIG,
+    GRADS,
+    METRICS,
+    MODEL,
+    OBS_STATS,
+    ROLLOUT_META,
+    ROLLOUT_STATE,
+    array_record,
+    numpy_state,
+    stats_from_records,
+    stats_to_records,
+)
+from fedrl.runtime import resolve_device, set_torch_threads
+
+
+@functools.lru_cache(maxsize=8)
+def _config(run_config_json: str) -> FedRLConfig:
+    return FedRLConfig.from_run_config(json.loads(run_config_json))
+
+
+def client_config(context: Context) -> FedRLConfig:
+    """The run's validated config (parsed once per process)."""
+    return _config(json.dumps(dict(context.run_config), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _model(env_id: str, model_size: str, device: str) -> ActorCritic:
+    obs_space, act_space = env_spaces(env_id)
+    return build_model(obs_space, act_space, model_size).to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _envs(env_id: str, num_envs: int):  # noqa: ANN202 - gymnasium vector env
+    return make_vector_env(env_id, num_envs)
+
+
+def _setup(message: Message, context: Context) -> tuple[FedRLConfig, int, ActorCritic, torch.device]:
+    cfg = client_config(context)
+    set_torch_threads()
+    device = resolve_device(cfg.device)
+    model = _model(cfg.env_id, cfg.model_size, str(device))
+    state = {k: torch.as_tensor(v) for k, v in numpy_state(message.content.array_records[MODEL]).items()}
+    model.load_state_dict(state)
+    return cfg, partition_id(context), model, device
+
+
+def partition_id(context: Context) -> int:
+    """This node's partition id (set by the simulation engine or ``--node-config``)."""
+    if "partition-id" not in context.node_config:
+        raise KeyError("node config has no 'partition-id'; start the SuperNode with "
+                       "--node-config 'partition-id=I num-partitions=N'")
+    return int(context.node_config["partition-id"])
+
+
+def _stored_rollout(context: Context, server_round: int) -> dict[str, np.ndarray]:
+    meta = context.state.config_records.get(ROLLOUT_META)
+    if meta is None or int(meta["server-round"]) != server_round:
+        have = None if meta is None else int(meta["server-round"])
+        raise RuntimeError(f"no rollout stored for round {server_round} (have round {have})")
+    return numpy_state(context.state.array_records[ROLLOUT_STATE])
+
+
+def handle_rollout(message: Message, context: Context) -> Message:
+    """Play this round's episodes with the global policy and keep them for the update exchanges."""
+    cfg, pid, model, device = _setup(message, context)
+    conf = message.content.config_records[CONFIG]
+    server_round = int(conf["server-round"])
+    stats = stats_from_records(message.content.array_records[OBS_STATS], float(conf["obs-count"]))
+    rollout = collect_rollout(model, stats, _envs(cfg.env_id, cfg.num_envs_per_client), cfg,
+                              client_seed(cfg.seed, pid, server_round), device)
+    context.state[ROLLOUT_STATE] = array_record(rollout.arrays())
+    context.state[ROLLOUT_META] = ConfigRecord({"server-round": server_round})
+    seen_arrays, seen_count = stats_to_records(rollout.obs_stats)
+    metrics = MetricRecord({
+        "partition-id": pid,
+        "num-steps": rollout.num_steps,
+        "episodes": len(rollout.episode_returns),
+        "episode-returns": rollout.episode_returns,
+        "obs-count": seen_count,
+    })
+    return Message(RecordDict({METRICS: metrics, OBS_STATS: seen_arrays}), reply_to=message)
+
+
+def handle_gradient(message: Message, context: Context) -> Message:
+    """Backpropagate the PPO loss of one minibatch of the stored rollout at the server's parameters."""
+    cfg, pid, model, device = _setup(message, context)
+    conf = message.content.config_records[CONFIG]
+    server_round, epoch, minibatch = int(conf["server-round"]), int(conf["epoch"]), int(conf["minibatch"])
+    arrays = _stored_rollout(context, server_round)
+    idx = minibatch_indices(len(arrays["obs"]), cfg.num_minibatches, epoch_rng(cfg.seed, pid, server_round, epoch))[minibatch]
+    model.zero_grad(set_to_none=True)
+    loss, parts = ppo_loss(model, batch_tensors(arrays, idx, device), cfg)
+    loss.backward()
+    grads = {name: p.grad.detach().cpu().numpy() for name, p in model.named_parameters()}
+    metrics = MetricRecord({"partition-id": pid, "num-examples": len(idx), **_dashed(parts)})
+    return Message(RecordDict({METRICS: metrics, GRADS: array_record(grads)}), reply_to=message)
+
+
+def handle_local(message: Message, context: Context) -> Message:
+    """FedAvg/FedProx: run the round's PPO epochs locally from the global parameters."""
+    cfg, pid, model, device = _setup(message, context)
+    server_round = int(message.content.config_records[CONFIG]["server-round"])
+    arrays = _stored_rollout(context, server_round)
+    global_params = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.client_lr, eps=1e-5)
+    totals: dict[str, float] = {}
+    steps = 0
+    for epoch in range(cfg.update_epochs):
+        for idx in minibatch_indices(len(arrays["obs"]), cfg.num_minibatches, epoch_rng(cfg.seed, pid, server_round, epoch)):
+            loss, parts = ppo_loss(model, batch_tensors(arrays, idx, device), cfg)
+            if cfg.mu > 0:
+                prox = sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params))
+                loss = loss + 0.5 * cfg.mu * prox
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            for key, value in parts.items():
+                totals[key] = totals.get(key, 0.0) + value
+            steps += 1
+    params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    metrics = MetricRecord({"partition-id": pid, "num-examples": len(arrays["obs"]),
+                            **_dashed({k: v / steps for k, v in totals.items()})})
+    return Message(RecordDict({METRICS: metrics, MODEL: array_record(params)}), reply_to=message)
+
+
+def _dashed(parts: dict[str, float]) -> dict[str, float]:
+    return {k.replace("_", "-"): v for k, v in parts.items()}
+

@@ -1,0 +1,186 @@
+"""What travels between the ServerApp and the ClientApps, and how replies are checked.
+
+Round protocol (the paper's Algorithm 1):
+
+* ``train.rollout``: server sends ``model`` + global ``obs-stats``; the client plays,
+  keeps its rollout in ``context.state`` and replies with ``metrics`` (returns, steps)
+  and the ``obs-stats`` of what it saw.
+* ``train.gradient``: server sends ``model`` and which epoch/minibatch; the client
+  replies with ``grads`` (keyed like the model) and its loss parts in ``metrics``.
+* ``train.local`` (FedAvg/FedProx): the client trains locally and replies ``model``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+
+from fedrl.normalizer import RunningStats
+
+ROLLOUT = "train.rollout"
+GRADIENT = "train.gradient"
+LOCAL = "train.local"
+
+MODEL = "model"
+GRADS = "grads"
+OBS_STATS = "obs-stats"
+CONFIG = "config"
+METRICS = "metrics"
+ROLLOUT_STATE = "rollout"
+ROLLOUT_META = "rollout-meta"
+
+LOSS_KEYS = ("loss", "policy-loss", "value-loss", "entropy", "approx-kl", "clipfrac")
+
+
+class InvalidReply(ValueError):
+    """A client reply that must not reach the global model; the message says why."""
+
+
+@dataclass
+class RolloutResult:
+    """A validated reply to ``train.rollout``."""
+
+    partition_id: int
+    node_id: int
+    episode_returns: list[float]
+    num_steps: int
+    obs_stats: RunningStats
+
+    @property
+    def episodic_return(self) -> float:
+        """Mean return of the episodes the client finished this round."""
+        return float(np.mean(self.episode_returns))
+
+
+@dataclass
+class ClientUpdate:
+    """A validated reply to ``train.gradient`` or ``train.local``."""
+
+    partition_id: int
+    node_id: int
+    arrays: dict[str, np.ndarray]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> float:
+        """The client's total PPO loss in this exchange."""
+        return float(self.metrics["loss"])
+
+    @property
+    def num_examples(self) -> int:
+        """Transitions the client trained on."""
+        return int(self.metrics["num-examples"])
+
+
+def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    """An ArrayRecord from a name -> ndarray dict (order kept)."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+def stats_to_records(stats: RunningStats) -> tuple[ArrayRecord, float]:
+    """Observation statistics as an ArrayRecord (mean, m2) and a count."""
+    return array_record({"mean": stats.mean, "m2": stats.m2}), float(stats.count)
+
+
+def stats_from_records(arrays: ArrayRecord, count: float) -> RunningStats:
+    """Inverse of :func:`stats_to_records`."""
+    return RunningStats(float(count), arrays["mean"].numpy().astype(np.float64), arrays["m2"].numpy().astype(np.float64))
+
+
+def numpy_state(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """An ArrayRecord as a name -> ndarray dict."""
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def _partition_of(msg: Message) -> tuple[int, str]:
+    metrics = msg.content.metric_records.get(METRICS) if msg.has_content() else None
+    if metrics is None or "partition-id" not in metrics:
+        return -1, f"node {msg.metadata.src_node_id}"
+    return int(metrics["partition-id"]), f"partition {int(metrics['partition-id'])}"
+
+
+def describe(msg: Message) -> str:
+    """Who sent ``msg``, for log lines ("partition 3" or "node 123" if it did not say)."""
+    return _partition_of(msg)[1]
+
+
+def _content(msg: Message) -> RecordDict:
+    if msg.has_error():
+        err = msg.error
+        raise InvalidReply(f"client error {err.code}: {err.reason}")
+    if not msg.has_content():
+        raise InvalidReply("reply has no content")
+    return msg.content
+
+
+def _finite_metrics(msg: Message, required: tuple[str, ...]) -> dict[str, float]:
+    content = _content(msg)
+    if METRICS not in content.metric_records:
+        raise InvalidReply(f"missing metric record {METRICS!r}")
+    record = content.metric_records[METRICS]
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise InvalidReply(f"missing metrics {missing}")
+    out: dict[str, float] = {}
+    for key in required:
+        value = record[key]
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidReply(f"metric {key!r} is not a finite number: {value!r}")
+        out[key] = float(value)
+    return out
+
+
+def check_arrays(record: ArrayRecord | None, name: str, reference: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The arrays of ``record`` as numpy, if their keys and shapes match ``reference`` and all are finite."""
+    if record is None:
+        raise InvalidReply(f"missing array record {name!r}")
+    keys = set(record.keys())
+    if keys != set(reference):
+        missing, extra = sorted(set(reference) - keys), sorted(keys - set(reference))
+        raise InvalidReply(f"{name!r} keys differ from the model's: missing {missing}, extra {extra}")
+    arrays: dict[str, np.ndarray] = {}
+    for key, shape in reference.items():
+        arr = record[key].numpy()
+        if tuple(arr.shape) != tuple(shape):
+            raise InvalidReply(f"{name!r}[{key!r}] has shape {tuple(arr.shape)}, expected {tuple(shape)}")
+        if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)):
+            raise InvalidReply(f"{name!r}[{key!r}] is not a finite float array")
+        arrays[key] = arr
+    return arrays
+
+
+def parse_rollout_reply(msg: Message, obs_shape: tuple[int, ...]) -> RolloutResult:
+    """Validate a ``train.rollout`` reply or raise :class:`InvalidReply`."""
+    metrics = _finite_metrics(msg, ("partition-id", "num-steps", "episodes", "obs-count"))
+    record = msg.content.metric_records[METRICS]
+    returns = record.get("episode-returns")
+    if not isinstance(returns, list) or len(returns) == 0:
+        raise InvalidReply("'episode-returns' must be a non-empty list of finite numbers")
+    if not all(isinstance(r, (int, float)) and math.isfinite(r) for r in returns):
+        raise InvalidReply("'episode-returns' holds a non-finite value")
+    if len(returns) != int(metrics["episodes"]) or metrics["num-steps"] < 1:
+        raise InvalidReply(f"inconsistent counts: {len(returns)} returns for {metrics['episodes']} episodes, "
+                           f"{metrics['num-steps']} steps")
+    arrays = check_arrays(msg.content.array_records.get(OBS_STATS), OBS_STATS, {"mean": obs_shape, "m2": obs_shape})
+    stats = RunningStats(metrics["obs-count"], arrays["mean"].astype(np.float64), arrays["m2"].astype(np.float64))
+    if not stats.is_finite():
+        raise InvalidReply("observation statistics are not finite / non-negative")
+    return RolloutResult(int(metrics["partition-id"]), msg.metadata.src_node_id, [float(r) for r in returns],
+                         int(metrics["num-steps"]), stats)
+
+
+def parse_update_reply(msg: Message, record_name: str, reference: dict[str, tuple[int, ...]]) -> ClientUpdate:
+    """Validate a ``train.gradient`` / ``train.local`` reply or raise :class:`InvalidReply`."""
+    metrics = _finite_metrics(msg, ("partition-id", "num-examples") + LOSS_KEYS)
+    if metrics["num-examples"] < 1:
+        raise InvalidReply(f"num-examples must be >= 1, got {metrics['num-examples']}")
+    arrays = check_arrays(msg.content.array_records.get(record_name), record_name, reference)
+    return ClientUpdate(int(metrics["partition-id"]), msg.metadata.src_node_id, arrays, metrics)
+
+
+def instruction(model_state: ArrayRecord, config: dict, extra: dict[str, ArrayRecord] | None = None) -> RecordDict:
+    """The content of a server instruction."""
+    return RecordDict({MODEL: model_state, CONFIG: ConfigRecord(config), **(extra or {})})

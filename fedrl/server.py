@@ -1,0 +1,254 @@
+"""The server side of federated PPO: the paper's Algorithm 1 on Flower's Message API."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Message
+from flwr.serverapp import Grid
+
+from fedrl.config import FedRLConfig
+from fedrl.envs import env_spaces
+from fedrl.model import ActorCritic, build_model, count_parameters
+from fedrl.normalizer import RunningStats
+from fedrl.outputs import RunWriter
+from fedrl.protocol import (
+    GRADIENT,
+    LOCAL,
+    LOSS_KEYS,
+    OBS_STATS,
+    ROLLOUT,
+    InvalidReply,
+    RolloutResult,
+    array_record,
+    describe,
+    instruction,
+    parse_rollout_reply,
+    stats_to_records,
+)
+from fedrl.runtime import resolve_device
+from strategies import Aggregate, make_aggregator
+
+log = logging.getLogger("fedrl")
+
+POLL_START_S = 0.0005
+POLL_MAX_S = 0.01
+
+
+def exchange(grid: Grid, messages: list[Message]) -> list[Message]:
+    """Push ``messages`` and pull every reply, polling briefly.
+
+    ``Grid.send_and_receive`` sleeps 3 s between pulls on a deployment; RL sends
+    many small messages per round, so the poll starts at 0.5 ms and backs off to 10 ms.
+    """
+    pending = set(grid.push_messages(messages))
+    replies: list[Message] = []
+    delay = POLL_START_S
+    while pending:
+        got = list(grid.pull_messages(pending))
+        for msg in got:
+            pending.discard(msg.metadata.reply_to_message_id)
+            replies.append(msg)
+        if pending and not got:
+            time.sleep(delay)
+            delay = min(2 * delay, POLL_MAX_S)
+        elif got:
+            delay = POLL_START_S
+    return replies
+
+
+@dataclass
+class RoundLog:
+    """What one round produced, for rounds.csv and the progress line."""
+
+    losses: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in LOSS_KEYS})
+    rejected: int = 0
+    skipped: int = 0
+    client_rows: list[dict] = field(default_factory=list)
+
+
+class FederatedPPO:
+    """Runs the rounds: rollout phase, then ``update-epochs`` × ``num-minibatches`` exchanges.
+
+    Gradient aggregators combine the clients' gradients each exchange and step a
+    torch optimizer whose state lives for the whole run; FedAvg/FedProx do one
+    local-training exchange per round and average parameters.
+    """
+
+    def __init__(self, cfg: FedRLConfig, grid: Grid, run_id: int | str, out: bool = True) -> None:
+        self.cfg = cfg
+        self.grid = grid
+        self.run_id = run_id
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        obs_space, act_space = env_spaces(cfg.env_id)
+        self.obs_shape = (int(np.prod(obs_space.shape)),)
+        self.model: ActorCritic = build_model(obs_space, act_space, cfg.model_size).to(self.device)
+        self.reference = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        if cfg.server_optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.server_lr, eps=1e-5)
+        else:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.server_lr)
+        self.aggregator = make_aggregator(cfg)
+        self.stats = RunningStats.empty(self.obs_shape)
+        self.num_parameters = count_parameters(self.model)
+        self.writer = RunWriter(cfg, run_id, {"num_parameters": self.num_parameters}) if out else None
+        self.env_steps = 0
+        self.history: list[dict] = []
+
+    # -- messages ---------------------------------------------------------------------------
+    def _state(self) -> ArrayRecord:
+        return array_record({k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()})
+
+    def _send(self, nodes: Iterable[int], message_type: str, config: dict, extra: dict | None = None) -> list[Message]:
+        content = instruction(self._state(), config, extra)
+        group = str(config["server-round"])
+        msgs = [Message(content, node, message_type, group_id=group) for node in nodes]
+        return exchange(self.grid, msgs)
+
+    def _wait_for_nodes(self, timeout_s: float = 120.0) -> list[int]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            nodes = sorted(self.grid.get_node_ids())
+            if nodes:
+                return nodes
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no SuperNode connected within {timeout_s:.0f} s")
+            time.sleep(0.5)
+
+    # -- phases -----------------------------------------------------------------------------
+    def rollout_phase(self, server_round: int, rlog: RoundLog) -> dict[int, RolloutResult]:
+        """Every client plays with the global policy; returns the valid replies by partition."""
+        stats_arrays, count = stats_to_records(self.stats)
+        replies = self._send(self._wait_for_nodes(), ROLLOUT, {"server-round": server_round, "obs-count": count},
+                             {OBS_STATS: stats_arrays})
+        results: dict[int, RolloutResult] = {}
+        for msg in replies:
+            try:
+                res = parse_rollout_reply(msg, self.obs_shape)
+                if res.partition_id in results:
+                    raise InvalidReply("duplicate reply for this partition")
+            except InvalidReply as exc:
+                log.warning("round %d rollout: rejected reply from %s: %s", server_round, describe(msg), exc)
+                rlog.rejected += 1
+                continue
+            results[res.partition_id] = res
+        if self.cfg.normalize_obs:
+            for pid in sorted(results):
+                self.stats = self.stats.merge(results[pid].obs_stats)
+        for pid in sorted(results):
+            rlog.client_rows.append({"round": server_round, "exchange": 0, "partition_id": pid,
+                                     "episodic_return": results[pid].episodic_return, "loss": "",
+                                     "num_steps": results[pid].num_steps, "weight": ""})
+        return results
+
+    def _record(self, server_round: int, exchange_no: int, agg: Aggregate, rlog: RoundLog) -> None:
+        rlog.rejected += len(agg.rejected)
+        for update, weight, reward in zip(agg.updates, agg.weights, agg.rewards):
+            for key in LOSS_KEYS:
+                rlog.losses[key].append(update.metrics[key])
+            rlog.client_rows.append({"round": server_round, "exchange": exchange_no, "partition_id": update.partition_id,
+                                     "episodic_return": reward, "loss": update.loss,
+                                     "num_steps": update.num_examples, "weight": float(weight)})
+        log.debug("round %d exchange %d weights %s", server_round, exchange_no,
+                  {u.partition_id: round(float(w), 6) for u, w in zip(agg.updates, agg.weights)})
+
+    def apply_gradient(self, grads: dict[str, np.ndarray]) -> bool:
+        """Set ``.grad``, clip the global norm and step the optimizer; False if the step was skipped."""
+        for name, param in self.model.named_parameters():
+            param.grad = torch.as_tensor(grads[name], device=self.device).clone()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        if not torch.isfinite(norm):
+            log.warning("skipped an optimizer step: combined gradient norm is %s", float(norm))
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def set_parameters(self, params: dict[str, np.ndarray]) -> bool:
+        """Load averaged parameters (FedAvg/FedProx); False (and unchanged) if any is non-finite."""
+        if not all(np.all(np.isfinite(v)) for v in params.values()):
+            log.warning("skipped a parameter update: averaged parameters are not finite")
+            return False
+        self.model.load_state_dict({k: torch.as_tensor(v, device=self.device) for k, v in params.items()})
+        return True
+
+    def update_phase(self, server_round: int, results: dict[int, RolloutResult], rlog: RoundLog) -> None:
+        """The gradient exchanges (or the one local-training exchange) of a round."""
+        nodes = sorted(r.node_id for r in results.values())
+        rewards = {pid: r.episodic_return for pid, r in results.items()}
+        if not self.cfg.is_gradient_aggregator:
+            replies = self._send(nodes, LOCAL, {"server-round": server_round})
+            agg = self.aggregator.aggregate(replies, self.reference, rewards)
+            self._record(server_round, 1, agg, rlog)
+            if agg.arrays is None or not self.set_parameters(agg.arrays):
+                rlog.skipped += 1
+            return
+        exchange_no = 0
+        for epoch in range(self.cfg.update_epochs):
+            for minibatch in range(self.cfg.num_minibatches):
+                exchange_no += 1
+                replies = self._send(nodes, GRADIENT, {"server-round": server_round, "epoch": epoch,
+                                                       "minibatch": minibatch})
+                agg = self.aggregator.aggregate(replies, self.reference, rewards)
+                self._record(server_round, exchange_no, agg, rlog)
+                if agg.arrays is None:
+                    log.warning("round %d exchange %d: no valid reply, step skipped", server_round, exchange_no)
+                    rlog.skipped += 1
+                elif not self.apply_gradient(agg.arrays):
+                    rlog.skipped += 1
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        """Train for ``num-server-rounds`` rounds; returns the rows of rounds.csv."""
+        cfg = self.cfg
+        start = time.perf_counter()
+        where = self.writer.path if self.writer else "(not saved)"
+        log.info("fedrl: %s, aggregator %s, %d-parameter %s model, %d rounds; results -> %s",
+                 cfg.env_id, cfg.aggregator, self.num_parameters, cfg.model_size, cfg.num_server_rounds, where)
+        for server_round in range(1, cfg.num_server_rounds + 1):
+            round_start = time.perf_counter()
+            rlog = RoundLog()
+            results = self.rollout_phase(server_round, rlog)
+            if results:
+                self.update_phase(server_round, results, rlog)
+            else:
+                log.error("round %d: no valid rollout reply; nothing to train on", server_round)
+            round_steps = sum(r.num_steps for r in results.values())
+            self.env_steps += round_steps
+            returns = [x for r in results.values() for x in r.episode_returns]
+            now = time.perf_counter()
+            row = {
+                "round": server_round,
+                "env_steps": self.env_steps,
+                "episodic_return_mean": float(np.mean(returns)) if returns else float("nan"),
+                "episodic_return_std": float(np.std(returns)) if returns else float("nan"),
+                "episodes": len(returns),
+                **{f"{k.replace('-', '_')}_mean": (float(np.mean(v)) if v else float("nan"))
+                   for k, v in rlog.losses.items() if k != "clipfrac"},
+                "clients": len(results),
+                "rejected_replies": rlog.rejected,
+                "skipped_steps": rlog.skipped,
+                "sps": round_steps / max(now - round_start, 1e-9),
+                "wall_time_s": now - start,
+            }
+            self.history.append(row)
+            if self.writer:
+                self.writer.clients(rlog.client_rows)
+                self.writer.round(row)
+                self.writer.save_model(self.model, self.stats)
+            log.info("[round %d/%d] env_steps=%d return=%.1f±%.1f episodes=%d loss=%.4f kl=%.4f clients=%d "
+                     "rejected=%d sps=%.0f t=%.1fs", server_round, cfg.num_server_rounds, self.env_steps,
+                     row["episodic_return_mean"], row["episodic_return_std"], row["episodes"], row["loss_mean"],
+                     row["approx_kl_mean"], row["clients"], row["rejected_replies"], row["sps"], row["wall_time_s"])
+        if self.writer:
+            self.writer.close()
+            log.info("fedrl: finished %d rounds in %.1f s; results in %s", cfg.num_server_rounds,
+                     time.perf_counter() - start, self.writer.path)
+        return self.history
