@@ -17,18 +17,15 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
-ClientErrorHook = Callable[[Message, Context], Message | None]
-
-
 class LocalGrid(Grid):
     """Delivers each message to ``client_app`` in this process, one node per partition.
 
-    ``tamper`` (optional) may replace a reply before the server sees it, which is how
-    tests inject malformed replies.
+    ``tamper(instruction, reply, partition_id)`` (optional) may replace a reply before
+    the server sees it, which is how tests inject malformed replies.
     """
 
     def __init__(self, client_app: ClientApp, num_partitions: int, run_config: dict,
-                 tamper: Callable[[Message, int], Message] | None = None) -> None:
+                 tamper: Callable[[Message, Message, int], Message] | None = None) -> None:
         self.client_app = client_app
         self.run_config = dict(run_config)
         self.tamper = tamper
@@ -79,7 +76,7 @@ class LocalGrid(Grid):
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
             self.client_seconds += time.perf_counter() - start
             if self.tamper is not None:
-                reply = self.tamper(reply, self.contexts[node].node_config["partition-id"])
+                reply = self.tamper(msg, reply, int(self.contexts[node].node_config["partition-id"]))
             self._replies[msg_id] = reply
             ids.append(msg_id)
         return ids

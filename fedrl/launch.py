@@ -1,0 +1,89 @@
+"""``fedrl-run``: ``flwr run`` in the simulation engine, with the outcome checked.
+
+``flwr run --stream`` exits 0 even when the run failed, and a SuperLink started
+without ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` installs the app's
+dependencies (torch included) into a fresh venv for every run. This wrapper sets the
+variable for the SuperLink that ``flwr run`` starts, streams the run, asks the
+SuperLink for the run's real status and exits non-zero unless it completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+RUN_ID = re.compile(r"Successfully started run (\d+)")
+RESULTS = re.compile(r"results in (\S+)")
+
+
+def _flwr() -> str:
+    exe = shutil.which("flwr", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    if exe is None:
+        raise SystemExit("fedrl-run: the `flwr` command was not found; install the project first (pip install -e .)")
+    return exe
+
+
+def run_status(run_id: str, superlink: str | None = None, env: dict | None = None) -> str:
+    """The status Flower records for ``run_id`` (e.g. ``finished:completed``)."""
+    cmd = [_flwr(), "ls", *([superlink] if superlink else []), "--run-id", run_id, "--format", "json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False).stdout
+    try:
+        runs = json.loads(out[out.index("{"):])["runs"]
+    except (ValueError, KeyError) as exc:
+        raise RuntimeError(f"could not read the status of run {run_id} from `flwr ls`: {out.strip()}") from exc
+    return str(runs[0]["status"])
+
+
+def flwr_run(app_dir: str, run_config: list[str], federation_config: list[str], superlink: str | None = None,
+             env: dict | None = None) -> tuple[str | None, str, str | None]:
+    """Run ``flwr run --stream``, echoing its output; returns (run id, status, results dir)."""
+    cmd = [_flwr(), "run", app_dir, *([superlink] if superlink else []), "--stream"]
+    for item in run_config:
+        cmd += ["--run-config", item]
+    for item in federation_config:
+        cmd += ["--federation-config", item]
+    env = dict(os.environ if env is None else env)
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    run_id = results = None
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if run_id is None and (m := RUN_ID.search(line)):
+                run_id = m.group(1)
+            if m := RESULTS.search(line):
+                results = m.group(1)
+    if run_id is None:
+        return None, f"not started (flwr run exited {proc.returncode})", None
+    return run_id, run_status(run_id, superlink, env), results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="fedrl-run", description=__doc__.splitlines()[0])
+    parser.add_argument("--app", default=".", help="the Flower app directory (default: .)")
+    parser.add_argument("--clients", type=int, default=4, help="simulated SuperNodes (default: 4)")
+    parser.add_argument("--run-config", "-c", action="append", default=[],
+                        help="overrides or a .toml preset, as for `flwr run` (strings quoted: 'aggregator=\"rweighted\"')")
+    parser.add_argument("--superlink", default=None, help="a SuperLink connection from $FLWR_HOME/config.toml")
+    args = parser.parse_args(argv)
+    if args.clients < 1:
+        parser.error(f"--clients must be >= 1, got {args.clients}")
+    # One CPU per simulated client lets Ray run as many clients at once as there are cores.
+    federation = [f"num-supernodes={args.clients} client-resources-num-cpus=1"]
+    run_id, status, results = flwr_run(args.app, args.run_config, federation, args.superlink)
+    print(f"fedrl-run: run {run_id} status {status}")
+    if results:
+        print(f"fedrl-run: results in {results}")
+    return 0 if status == "finished:completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The typed run config: defaults, parsing and one clear error per bad value."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedrl.config import AGGREGATORS, ConfigError, FedRLConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pyproject_config() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+
+
+def test_pyproject_config_parses_and_covers_every_field():
+    run_config = pyproject_config()
+    cfg = FedRLConfig.from_run_config(run_config)
+    assert set(run_config) == set(FedRLConfig().to_run_config())
+    assert cfg.env_id == "CartPole-v1"
+    assert cfg.outdir_path.is_absolute()
+
+
+def test_every_pyproject_key_is_commented():
+    lines = (ROOT / "pyproject.toml").read_text().split("[tool.flwr.app.config]")[1].strip().splitlines()
+    for i, line in enumerate(lines):
+        if "=" in line and not line.startswith("#"):
+            j = i - 1
+            while j >= 0 and "=" in lines[j] and not lines[j].startswith("#"):
+                j -= 1
+            assert j >= 0 and lines[j].startswith("#"), f"key without a comment: {line}"
+
+
+def test_roundtrip_and_replace():
+    cfg = FedRLConfig(aggregator="lweighted", seed=3)
+    assert FedRLConfig.from_run_config(cfg.to_run_config()) == cfg
+    assert cfg.replace(seed=4).seed == 4
+
+
+def test_presets_are_valid():
+    for preset in (ROOT / "experiments" / "presets").glob("*.toml"):
+        FedRLConfig.from_run_config({**pyproject_config(), **tomllib.loads(preset.read_text())})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("aggregator", "median", "baseline-sum"),
+        ("env-id", "CartPole-v9", "not registered"),
+        ("env-id", "NoSuchEnv-v0", "not registered"),
+        ("model-size", "huge", "small"),
+        ("server-optimizer", "rmsprop", "adam"),
+        ("num-server-rounds", 0, ">= 1"),
+        ("min-steps", -5, ">= 1"),
+        ("min-episodes", 0, ">= 1"),
+        ("update-epochs", 0, ">= 1"),
+        ("num-minibatches", 0, ">= 1"),
+        ("num-envs-per-client", 0, ">= 1"),
+        ("server-lr", 0.0, "> 0"),
+        ("gamma", 1.5, "[0, 1]"),
+        ("weight-floor-h", -1.0, ">= 0"),
+        ("mu", 0.1, "fedprox"),
+        ("outdir", "runs", "absolute"),
+        ("num-server-rounds", "3", "an integer"),
+        ("normalize-weights", 1, "true or false"),
+        ("aggregator", 3, "quoted string"),
+        ("server-lr", float("nan"), "finite"),
+        ("device", "tpu", "cpu"),
+        ("agregator", "rweighted", "one of"),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(key, value, fragment):
+    with pytest.raises(ConfigError) as info:
+        FedRLConfig.from_run_config({key: value})
+    msg = str(info.value)
+    assert key in msg and fragment in msg
+    assert "\n" not in msg
+
+
+def test_unknown_aggregator_lists_all_names():
+    with pytest.raises(ConfigError) as info:
+        FedRLConfig.from_run_config({"aggregator": "x"})
+    for name in AGGREGATORS:
+        assert name in str(info.value)
+
+
+def test_fedprox_accepts_mu():
+    assert FedRLConfig.from_run_config({"aggregator": "fedprox", "mu": 0.01}).mu == 0.01

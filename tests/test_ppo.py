@@ -1,0 +1,106 @@
+"""PPO pieces: GAE, the loss, rollout collection and the model."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from fedrl.config import FedRLConfig
+from fedrl.envs import make_vector_env
+from fedrl.model import build_model, count_parameters
+from fedrl.normalizer import RunningStats
+from fedrl.ppo import batch_tensors, collect_rollout, compute_gae, minibatch_indices, ppo_loss
+
+
+def test_gae_hand_computed():
+    # One env, 3 steps, the episode ends after step 1 (index 1), tail bootstrapped with 4.0.
+    rewards = np.array([[1.0], [2.0], [3.0]], np.float32)
+    values = np.array([[0.5], [1.0], [2.0]], np.float32)
+    dones = np.array([[0.0], [1.0], [0.0]], np.float32)
+    gamma, lam = 0.9, 0.8
+    adv, ret = compute_gae(rewards, values, dones, np.array([4.0], np.float32), gamma, lam)
+    d2 = 3.0 + 0.9 * 4.0 - 2.0          # 4.6
+    d1 = 2.0 - 1.0                      # 1.0, no bootstrap across the episode end
+    d0 = 1.0 + 0.9 * 1.0 - 0.5          # 1.4
+    a2, a1 = d2, d1
+    a0 = d0 + gamma * lam * a1          # 1.4 + 0.72
+    np.testing.assert_allclose(adv[:, 0], [a0, a1, a2], rtol=1e-6)
+    np.testing.assert_allclose(ret, adv + values, rtol=1e-6)
+
+
+def test_gae_lambda_one_gives_discounted_returns():
+    rewards = np.ones((4, 1), np.float32)
+    values = np.zeros((4, 1), np.float32)
+    adv, _ = compute_gae(rewards, values, np.zeros((4, 1), np.float32), np.zeros(1, np.float32), 0.5, 1.0)
+    np.testing.assert_allclose(adv[:, 0], [1.875, 1.75, 1.5, 1.0])
+
+
+@pytest.mark.parametrize(("size", "low", "high"), [("small", 8_000, 10_000), ("medium", 40_000, 50_000),
+                                                    ("large", 700_000, 800_000)])
+def test_model_sizes_match_the_paper(size, low, high):
+    env = gym.make("CartPole-v1")
+    model = build_model(env.observation_space, env.action_space, size)
+    assert low <= count_parameters(model) <= high
+
+
+def rollout(cfg: FedRLConfig, seed: int = 3):
+    torch.manual_seed(0)
+    env = gym.make(cfg.env_id)
+    model = build_model(env.observation_space, env.action_space, cfg.model_size)
+    envs = make_vector_env(cfg.env_id, cfg.num_envs_per_client)
+    stats = RunningStats.empty(env.observation_space.shape)
+    return model, collect_rollout(model, stats, envs, cfg, seed, torch.device("cpu"))
+
+
+def test_rollout_takes_whichever_comes_last():
+    cfg = FedRLConfig(min_steps=50, min_episodes=3, num_envs_per_client=2)
+    _, r = rollout(cfg)
+    assert len(r.episode_returns) >= 3 and r.num_steps >= 50
+    assert r.num_steps % 2 == 0
+    assert r.obs_stats.count == r.num_steps
+    # CartPole pays 1 per step, so returns equal lengths.
+    assert r.episode_returns == [float(n) for n in r.episode_lengths]
+    cfg = FedRLConfig(min_steps=600, min_episodes=1)
+    _, r = rollout(cfg)
+    assert r.num_steps == 600
+
+
+def test_rollout_is_deterministic_per_seed():
+    cfg = FedRLConfig(min_steps=64, min_episodes=1)
+    _, a = rollout(cfg, seed=5)
+    _, b = rollout(cfg, seed=5)
+    _, c = rollout(cfg, seed=6)
+    np.testing.assert_array_equal(a.obs, b.obs)
+    np.testing.assert_array_equal(a.actions, b.actions)
+    assert not np.array_equal(a.obs[:10], c.obs[:10])
+
+
+def test_continuous_rollout_bootstraps_truncation():
+    cfg = FedRLConfig(env_id="Pendulum-v1", min_steps=200, min_episodes=1, gamma=0.99)
+    model, r = rollout(cfg)
+    # Pendulum only truncates (200 steps): exactly one episode, and its last transition is bootstrapped.
+    assert len(r.episode_returns) == 1 and r.episode_lengths == [200]
+    assert r.actions.shape == (200, 1)
+
+
+def test_ppo_loss_at_collection_parameters():
+    cfg = FedRLConfig(min_steps=128, min_episodes=1)
+    model, r = rollout(cfg)
+    idx = minibatch_indices(r.num_steps, 4, np.random.default_rng(0))
+    assert sorted(np.concatenate(idx).tolist()) == list(range(r.num_steps))
+    loss, parts = ppo_loss(model, batch_tensors(r.arrays(), idx[0], torch.device("cpu")), cfg)
+    # Same parameters as when the data was collected: ratio 1, no KL, nothing clipped.
+    assert parts["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert parts["clipfrac"] == 0.0
+    assert parts["loss"] == pytest.approx(parts["policy_loss"] + cfg.vf_coef * parts["value_loss"]
+                                          - cfg.ent_coef * parts["entropy"], rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_vector_env_rejects_nothing_and_steps():
+    envs = make_vector_env("CartPole-v1", 3)
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (3, 4)
