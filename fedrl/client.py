@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 
 import numpy as np
 import torch
@@ -104,6 +105,7 @@ def handle_rollout(message: Message, context: Context) -> Message:
 
 def handle_gradient(message: Message, context: Context) -> Message:
     """Backpropagate the PPO loss of one minibatch of the stored rollout at the server's parameters."""
+    start = time.perf_counter()
     cfg, pid, model, device = _setup(message, context)
     conf = message.content.config_records[CONFIG]
     server_round, epoch, minibatch = int(conf["server-round"]), int(conf["epoch"]), int(conf["minibatch"])
@@ -113,12 +115,15 @@ def handle_gradient(message: Message, context: Context) -> Message:
     loss, parts = ppo_loss(model, batch_tensors(arrays, idx, device), cfg)
     loss.backward()
     grads = {name: p.grad.detach().cpu().numpy() for name, p in model.named_parameters()}
-    metrics = MetricRecord({"partition-id": pid, "num-examples": len(idx), **_dashed(parts)})
-    return Message(RecordDict({METRICS: metrics, GRADS: array_record(grads)}), reply_to=message)
+    reply = RecordDict({GRADS: array_record(grads)})
+    reply[METRICS] = MetricRecord({"partition-id": pid, "num-examples": len(idx), **_dashed(parts),
+                                   "compute-s": time.perf_counter() - start})
+    return Message(reply, reply_to=message)
 
 
 def handle_local(message: Message, context: Context) -> Message:
     """FedAvg/FedProx: run the round's PPO epochs locally from the global parameters."""
+    start = time.perf_counter()
     cfg, pid, model, device = _setup(message, context)
     server_round = int(message.content.config_records[CONFIG]["server-round"])
     arrays = _stored_rollout(context, server_round)
@@ -140,9 +145,11 @@ def handle_local(message: Message, context: Context) -> Message:
                 totals[key] = totals.get(key, 0.0) + value
             steps += 1
     params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    metrics = MetricRecord({"partition-id": pid, "num-examples": len(arrays["obs"]),
-                            **_dashed({k: v / steps for k, v in totals.items()})})
-    return Message(RecordDict({METRICS: metrics, MODEL: array_record(params)}), reply_to=message)
+    reply = RecordDict({MODEL: array_record(params)})
+    reply[METRICS] = MetricRecord({"partition-id": pid, "num-examples": len(arrays["obs"]),
+                                   **_dashed({k: v / steps for k, v in totals.items()}),
+                                   "compute-s": time.perf_counter() - start})
+    return Message(reply, reply_to=message)
 
 
 def _dashed(parts: dict[str, float]) -> dict[str, float]:

@@ -175,6 +175,9 @@ def parse_rollout_reply(msg: Message, obs_shape: tuple[int, ...]) -> RolloutResu
 def parse_update_reply(msg: Message, record_name: str, reference: dict[str, tuple[int, ...]]) -> ClientUpdate:
     """Validate a ``train.gradient`` / ``train.local`` reply or raise :class:`InvalidReply`."""
     metrics = _finite_metrics(msg, ("partition-id", "num-examples") + LOSS_KEYS)
+    compute = msg.content.metric_records[METRICS].get("compute-s")
+    if isinstance(compute, (int, float)) and math.isfinite(compute):
+        metrics["compute-s"] = float(compute)
     if metrics["num-examples"] < 1:
         raise InvalidReply(f"num-examples must be >= 1, got {metrics['num-examples']}")
     arrays = check_arrays(msg.content.array_records.get(record_name), record_name, reference)

@@ -70,6 +70,8 @@ class RoundLog:
     rejected: int = 0
     skipped: int = 0
     client_rows: list[dict] = field(default_factory=list)
+    exchange_s: list[float] = field(default_factory=list)
+    compute_s: list[float] = field(default_factory=list)
 
 
 class FederatedPPO:
@@ -100,6 +102,7 @@ class FederatedPPO:
         self.writer = RunWriter(cfg, run_id, {"num_parameters": self.num_parameters}) if out else None
         self.env_steps = 0
         self.history: list[dict] = []
+        self._start: float | None = None
 
     # -- messages ---------------------------------------------------------------------------
     def _state(self) -> ArrayRecord:
@@ -179,13 +182,27 @@ class FederatedPPO:
         self.model.load_state_dict({k: torch.as_tensor(v, device=self.device) for k, v in params.items()})
         return True
 
+    def _timed_send(self, rlog: RoundLog, nodes: list[int], message_type: str, config: dict) -> list[Message]:
+        start = time.perf_counter()
+        replies = self._send(nodes, message_type, config)
+        rlog.exchange_s.append(time.perf_counter() - start)
+        return replies
+
+    @staticmethod
+    def _note_compute(agg: Aggregate, rlog: RoundLog) -> None:
+        # Clients compute in parallel, so the exchange waits for the slowest one.
+        times = [u.metrics["compute-s"] for u in agg.updates if "compute-s" in u.metrics]
+        if times:
+            rlog.compute_s.append(max(times))
+
     def update_phase(self, server_round: int, results: dict[int, RolloutResult], rlog: RoundLog) -> None:
         """The gradient exchanges (or the one local-training exchange) of a round."""
         nodes = sorted(r.node_id for r in results.values())
         rewards = {pid: r.episodic_return for pid, r in results.items()}
         if not self.cfg.is_gradient_aggregator:
-            replies = self._send(nodes, LOCAL, {"server-round": server_round})
+            replies = self._timed_send(rlog, nodes, LOCAL, {"server-round": server_round})
             agg = self.aggregator.aggregate(replies, self.reference, rewards)
+            self._note_compute(agg, rlog)
             self._record(server_round, 1, agg, rlog)
             if agg.arrays is None or not self.set_parameters(agg.arrays):
                 rlog.skipped += 1
@@ -194,9 +211,10 @@ class FederatedPPO:
         for epoch in range(self.cfg.update_epochs):
             for minibatch in range(self.cfg.num_minibatches):
                 exchange_no += 1
-                replies = self._send(nodes, GRADIENT, {"server-round": server_round, "epoch": epoch,
-                                                       "minibatch": minibatch})
+                replies = self._timed_send(rlog, nodes, GRADIENT, {"server-round": server_round, "epoch": epoch,
+                                                                   "minibatch": minibatch})
                 agg = self.aggregator.aggregate(replies, self.reference, rewards)
+                self._note_compute(agg, rlog)
                 self._record(server_round, exchange_no, agg, rlog)
                 if agg.arrays is None:
                     log.warning("round %d exchange %d: no valid reply, step skipped", server_round, exchange_no)
@@ -205,50 +223,59 @@ class FederatedPPO:
                     rlog.skipped += 1
 
     # -- the run ----------------------------------------------------------------------------
+    def run_round(self, server_round: int) -> dict:
+        """One round: rollout phase, update phase, outputs; returns its rounds.csv row."""
+        round_start = time.perf_counter()
+        if self._start is None:
+            self._start = round_start
+        rlog = RoundLog()
+        results = self.rollout_phase(server_round, rlog)
+        if results:
+            self.update_phase(server_round, results, rlog)
+        else:
+            log.error("round %d: no valid rollout reply; nothing to train on", server_round)
+        round_steps = sum(r.num_steps for r in results.values())
+        self.env_steps += round_steps
+        returns = [x for r in results.values() for x in r.episode_returns]
+        now = time.perf_counter()
+        row = {
+            "round": server_round,
+            "env_steps": self.env_steps,
+            "episodic_return_mean": float(np.mean(returns)) if returns else float("nan"),
+            "episodic_return_std": float(np.std(returns)) if returns else float("nan"),
+            "episodes": len(returns),
+            **{f"{k.replace('-', '_')}_mean": (float(np.mean(v)) if v else float("nan"))
+               for k, v in rlog.losses.items() if k != "clipfrac"},
+            "clients": len(results),
+            "rejected_replies": rlog.rejected,
+            "skipped_steps": rlog.skipped,
+            "exchanges": len(rlog.exchange_s),
+            "exchange_ms_mean": 1e3 * float(np.mean(rlog.exchange_s)) if rlog.exchange_s else float("nan"),
+            "client_compute_ms_mean": 1e3 * float(np.mean(rlog.compute_s)) if rlog.compute_s else float("nan"),
+            "sps": round_steps / max(now - round_start, 1e-9),
+            "wall_time_s": now - self._start,
+        }
+        self.history.append(row)
+        if self.writer:
+            self.writer.clients(rlog.client_rows)
+            self.writer.round(row)
+            self.writer.save_model(self.model, self.stats)
+        log.info("[round %d/%d] env_steps=%d return=%.1f±%.1f episodes=%d loss=%.4f kl=%.4f clients=%d "
+                 "rejected=%d sps=%.0f t=%.1fs", server_round, self.cfg.num_server_rounds, self.env_steps,
+                 row["episodic_return_mean"], row["episodic_return_std"], row["episodes"], row["loss_mean"],
+                 row["approx_kl_mean"], row["clients"], row["rejected_replies"], row["sps"], row["wall_time_s"])
+        return row
+
     def run(self) -> list[dict]:
         """Train for ``num-server-rounds`` rounds; returns the rows of rounds.csv."""
         cfg = self.cfg
-        start = time.perf_counter()
         where = self.writer.path if self.writer else "(not saved)"
         log.info("fedrl: %s, aggregator %s, %d-parameter %s model, %d rounds; results -> %s",
                  cfg.env_id, cfg.aggregator, self.num_parameters, cfg.model_size, cfg.num_server_rounds, where)
         for server_round in range(1, cfg.num_server_rounds + 1):
-            round_start = time.perf_counter()
-            rlog = RoundLog()
-            results = self.rollout_phase(server_round, rlog)
-            if results:
-                self.update_phase(server_round, results, rlog)
-            else:
-                log.error("round %d: no valid rollout reply; nothing to train on", server_round)
-            round_steps = sum(r.num_steps for r in results.values())
-            self.env_steps += round_steps
-            returns = [x for r in results.values() for x in r.episode_returns]
-            now = time.perf_counter()
-            row = {
-                "round": server_round,
-                "env_steps": self.env_steps,
-                "episodic_return_mean": float(np.mean(returns)) if returns else float("nan"),
-                "episodic_return_std": float(np.std(returns)) if returns else float("nan"),
-                "episodes": len(returns),
-                **{f"{k.replace('-', '_')}_mean": (float(np.mean(v)) if v else float("nan"))
-                   for k, v in rlog.losses.items() if k != "clipfrac"},
-                "clients": len(results),
-                "rejected_replies": rlog.rejected,
-                "skipped_steps": rlog.skipped,
-                "sps": round_steps / max(now - round_start, 1e-9),
-                "wall_time_s": now - start,
-            }
-            self.history.append(row)
-            if self.writer:
-                self.writer.clients(rlog.client_rows)
-                self.writer.round(row)
-                self.writer.save_model(self.model, self.stats)
-            log.info("[round %d/%d] env_steps=%d return=%.1f±%.1f episodes=%d loss=%.4f kl=%.4f clients=%d "
-                     "rejected=%d sps=%.0f t=%.1fs", server_round, cfg.num_server_rounds, self.env_steps,
-                     row["episodic_return_mean"], row["episodic_return_std"], row["episodes"], row["loss_mean"],
-                     row["approx_kl_mean"], row["clients"], row["rejected_replies"], row["sps"], row["wall_time_s"])
+            self.run_round(server_round)
         if self.writer:
             self.writer.close()
             log.info("fedrl: finished %d rounds in %.1f s; results in %s", cfg.num_server_rounds,
-                     time.perf_counter() - start, self.writer.path)
+                     self.history[-1]["wall_time_s"], self.writer.path)
         return self.history

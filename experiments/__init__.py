@@ -1,0 +1,1 @@
+"""Experiment presets, benchmarks and (later) sweeps for fedrl."""
