@@ -8,9 +8,13 @@ import sys
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedrl import simpoll
 from fedrl.config import ConfigError, FedRLConfig
 from fedrl.runtime import set_torch_threads
 from fedrl.server import FederatedPPO
+
+# Must happen at import: the simulation engine starts its poll thread after importing us.
+simpoll.install()
 
 app = ServerApp()
 
@@ -35,5 +39,6 @@ def main(grid: Grid, context: Context) -> None:
     except ConfigError as exc:
         log.error("%s", exc)
         raise
+    simpoll.set_max_wait(cfg.sim_poll_max_ms / 1000)
     set_torch_threads()
     FederatedPPO(cfg, grid, context.run_id).run()

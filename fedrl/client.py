@@ -18,7 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from fedrl.config import FedRLConfig
 from fedrl.envs import client_seed, env_spaces, make_vector_env
 from fedrl.model import ActorCritic, build_model
-from fedrl.ppo import batch_tensors, collect_rollout, epoch_rng, minibatch_indices, ppo_loss
+from fedrl.ppo import batch_tensors, collect_rollout, epoch_rng, minibatch_indices, ppo_loss, train_epochs
 from fedrl.protocol import (
     CONFIG,
     GRADS,
@@ -127,27 +127,14 @@ def handle_local(message: Message, context: Context) -> Message:
     cfg, pid, model, device = _setup(message, context)
     server_round = int(message.content.config_records[CONFIG]["server-round"])
     arrays = _stored_rollout(context, server_round)
-    global_params = [p.detach().clone() for p in model.parameters()]
+    anchor = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.client_lr, eps=1e-5)
-    totals: dict[str, float] = {}
-    steps = 0
-    for epoch in range(cfg.update_epochs):
-        for idx in minibatch_indices(len(arrays["obs"]), cfg.num_minibatches, epoch_rng(cfg.seed, pid, server_round, epoch)):
-            loss, parts = ppo_loss(model, batch_tensors(arrays, idx, device), cfg)
-            if cfg.mu > 0:
-                prox = sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params))
-                loss = loss + 0.5 * cfg.mu * prox
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            for key, value in parts.items():
-                totals[key] = totals.get(key, 0.0) + value
-            steps += 1
+    rngs = [epoch_rng(cfg.seed, pid, server_round, epoch) for epoch in range(cfg.update_epochs)]
+    parts = train_epochs(model, optimizer, arrays, cfg, rngs, device, anchor)
     params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     reply = RecordDict({MODEL: array_record(params)})
     reply[METRICS] = MetricRecord({"partition-id": pid, "num-examples": len(arrays["obs"]),
-                                   **_dashed({k: v / steps for k, v in totals.items()}),
+                                   **_dashed(parts),
                                    "compute-s": time.perf_counter() - start})
     return Message(reply, reply_to=message)
 

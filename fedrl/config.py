@@ -64,6 +64,7 @@ class FedRLConfig:
     seed: int = 1
     outdir: str = DEFAULT_OUTDIR
     device: str = "cpu"
+    sim_poll_max_ms: float = 2.0
 
     @property
     def is_gradient_aggregator(self) -> bool:
@@ -118,7 +119,7 @@ class FedRLConfig:
         for key in ("gamma", "gae-lambda"):
             if not 0.0 <= getattr(self, _attr(key)) <= 1.0:
                 raise ConfigError(key, getattr(self, _attr(key)), "a number in [0, 1]")
-        for key in ("clip-coef", "ent-coef", "vf-coef", "mu", "weight-floor-h"):
+        for key in ("clip-coef", "ent-coef", "vf-coef", "mu", "weight-floor-h", "sim-poll-max-ms"):
             if not getattr(self, _attr(key)) >= 0:
                 raise ConfigError(key, getattr(self, _attr(key)), "a number >= 0")
         if self.seed < 0:

@@ -29,6 +29,24 @@ def _flwr() -> str:
     return exe
 
 
+def superlinks_installing_dependencies() -> list[int]:
+    """PIDs of running ``flower-superlink`` processes that will install app dependencies per run (Linux)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not any(arg.endswith(b"flower-superlink") for arg in cmdline[:2]):
+            continue
+        if b"--disable-runtime-dependency-installation" in cmdline:
+            continue
+        if b"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1" not in environ:
+            pids.append(int(proc.name))
+    return pids
+
+
 def run_status(run_id: str, superlink: str | None = None, env: dict | None = None) -> str:
     """The status Flower records for ``run_id`` (e.g. ``finished:completed``)."""
     cmd = [_flwr(), "ls", *([superlink] if superlink else []), "--run-id", run_id, "--format", "json"]
@@ -41,8 +59,8 @@ def run_status(run_id: str, superlink: str | None = None, env: dict | None = Non
 
 
 def flwr_run(app_dir: str, run_config: list[str], federation_config: list[str], superlink: str | None = None,
-             env: dict | None = None) -> tuple[str | None, str, str | None]:
-    """Run ``flwr run --stream``, echoing its output; returns (run id, status, results dir)."""
+             env: dict | None = None, echo: bool = True) -> tuple[str | None, str, str | None]:
+    """Run ``flwr run --stream`` (echoing its output); returns (run id, status, results dir)."""
     cmd = [_flwr(), "run", app_dir, *([superlink] if superlink else []), "--stream"]
     for item in run_config:
         cmd += ["--run-config", item]
@@ -54,8 +72,9 @@ def flwr_run(app_dir: str, run_config: list[str], federation_config: list[str], 
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            if echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
             if run_id is None and (m := RUN_ID.search(line)):
                 run_id = m.group(1)
             if m := RESULTS.search(line):
@@ -76,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1:
         parser.error(f"--clients must be >= 1, got {args.clients}")
+    if args.superlink is None and (pids := superlinks_installing_dependencies()):
+        print(f"fedrl-run: warning: a local SuperLink (pid {', '.join(map(str, pids))}) was started without "
+              "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 and will install the app's dependencies into a new "
+              "venv for every run; stop it (kill PID) and fedrl-run starts one that does not.")
     # One CPU per simulated client lets Ray run as many clients at once as there are cores.
     federation = [f"num-supernodes={args.clients} client-resources-num-cpus=1"]
     run_id, status, results = flwr_run(args.app, args.run_config, federation, args.superlink)

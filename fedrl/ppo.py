@@ -183,6 +183,32 @@ def batch_tensors(arrays: dict[str, np.ndarray], idx: np.ndarray, device: torch.
     return {k: torch.as_tensor(arrays[k][idx], device=device) for k in ROLLOUT_KEYS}
 
 
+def train_epochs(model: ActorCritic, optimizer: torch.optim.Optimizer, arrays: dict[str, np.ndarray],
+                 cfg: FedRLConfig, rngs: list[np.random.Generator], device: torch.device,
+                 anchor: list[torch.Tensor] | None = None) -> dict[str, float]:
+    """Run PPO epochs locally (one generator per epoch shuffles the data); returns mean loss parts.
+
+    With ``anchor`` (the global parameters) and ``cfg.mu > 0`` the FedProx term
+    (mu/2)·||θ - θ_anchor||² is added to every minibatch loss.
+    """
+    totals: dict[str, float] = {}
+    steps = 0
+    for rng in rngs:
+        for idx in minibatch_indices(len(arrays["obs"]), cfg.num_minibatches, rng):
+            loss, parts = ppo_loss(model, batch_tensors(arrays, idx, device), cfg)
+            if anchor is not None and cfg.mu > 0:
+                prox = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+                loss = loss + 0.5 * cfg.mu * prox
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            for key, value in parts.items():
+                totals[key] = totals.get(key, 0.0) + value
+            steps += 1
+    return {k: v / steps for k, v in totals.items()}
+
+
 def epoch_rng(seed: int, partition_id: int, server_round: int, epoch: int) -> np.random.Generator:
     """The generator that shuffles one client's rollout for one epoch (same on every retry)."""
     return np.random.default_rng([seed, partition_id, server_round, epoch])

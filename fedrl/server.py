@@ -37,14 +37,14 @@ from strategies import Aggregate, make_aggregator
 log = logging.getLogger("fedrl")
 
 POLL_START_S = 0.0005
-POLL_MAX_S = 0.01
+POLL_MAX_S = 0.002
 
 
 def exchange(grid: Grid, messages: list[Message]) -> list[Message]:
     """Push ``messages`` and pull every reply, polling briefly.
 
     ``Grid.send_and_receive`` sleeps 3 s between pulls on a deployment; RL sends
-    many small messages per round, so the poll starts at 0.5 ms and backs off to 10 ms.
+    many small messages per round, so the poll starts at 0.5 ms and backs off to 2 ms.
     """
     pending = set(grid.push_messages(messages))
     replies: list[Message] = []

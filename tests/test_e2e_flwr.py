@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
-from flwr_helpers import CONNECTION, simulation_superlink
 
 from fedrl.launch import flwr_run
+from fedrl.superlink import CONNECTION, simulation_superlink
 
 ROOT = Path(__file__).resolve().parents[1]
 AGGREGATORS = ["baseline-sum", "baseline-avg", "rweighted", "lweighted", "fedavg", "fedprox"]

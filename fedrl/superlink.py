@@ -1,4 +1,9 @@
-"""A SuperLink in simulation mode on free loopback ports, for end-to-end tests."""
+"""A private SuperLink in simulation mode on a free loopback port.
+
+Tests and benchmarks use it instead of the shared local SuperLink that ``flwr run``
+starts on a fixed port: it has its own FLWR_HOME, never installs dependencies at run
+time, and is stopped (with everything it spawned) when the ``with`` block ends.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ CONNECTION = "fedrl-test"
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -35,9 +41,11 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float 
 
 @contextlib.contextmanager
 def simulation_superlink(tmp: Path) -> Iterator[dict[str, str]]:
-    """Start ``flower-superlink --simulation`` with its own FLWR_HOME; yield the env for ``flwr``.
+    """Start ``flower-superlink --simulation`` with its own FLWR_HOME under ``tmp``.
 
-    The SuperLink and everything it spawned are stopped by process group on exit.
+    Yields the environment under which ``flwr`` commands reach it as the connection
+    :data:`CONNECTION`. The SuperLink and everything it spawned are stopped by
+    process group on exit.
     """
     home = tmp / "flwr-home"
     home.mkdir(parents=True)

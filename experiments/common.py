@@ -1,0 +1,46 @@
+"""Helpers shared by the benchmark scripts: run a simulation and read its rounds.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from pathlib import Path
+
+from fedrl.launch import flwr_run
+from fedrl.superlink import CONNECTION, simulation_superlink
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toml_overrides(config: dict) -> str:
+    """A ``--run-config`` string (strings quoted, as TOML wants)."""
+    return " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v}"
+                    for k, v in config.items())
+
+
+def read_rounds(run_dir: str | Path) -> list[dict[str, float]]:
+    """rounds.csv as floats."""
+    with open(Path(run_dir) / "rounds.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def simulate(configs: list[dict], clients: int) -> list[list[dict[str, float]]]:
+    """Run each config with ``flwr run`` on one private simulation SuperLink; returns their rounds."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp, simulation_superlink(Path(tmp)) as env:
+        for config in configs:
+            config = {**config, "outdir": str(Path(tmp) / "runs")}
+            run_id, status, results = flwr_run(str(ROOT), [toml_overrides(config)],
+                                               [f"num-supernodes={clients} client-resources-num-cpus=1"],
+                                               CONNECTION, env, echo=False)
+            if status != "finished:completed" or results is None:
+                raise RuntimeError(f"simulation run {run_id} ended {status}")
+            out.append(read_rounds(results))
+    return out
+
+
+def steady_sps(rows: list[dict[str, float]], steps_key: str = "env_steps") -> float:
+    """Env steps per second after the first round (which pays for start-up)."""
+    first, last = rows[0], rows[-1]
+    return (last[steps_key] - first[steps_key]) / (last["wall_time_s"] - first["wall_time_s"])
