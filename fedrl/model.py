@@ -64,8 +64,8 @@ class ActorCritic(nn.Module):
         """The policy's action distribution at ``obs``."""
         out = self.actor(obs)
         if self.discrete:
-            return Categorical(logits=out)
-        return Normal(out, self.actor_logstd.expand_as(out).exp())
+            return Categorical(logits=out, validate_args=False)
+        return Normal(out, self.actor_logstd.expand_as(out).exp(), validate_args=False)
 
     def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-probabilities, entropies and values of ``actions`` taken at ``obs``."""
