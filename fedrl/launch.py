@@ -68,6 +68,8 @@ def flwr_run(app_dir: str, run_config: list[str], federation_config: list[str], 
         cmd += ["--federation-config", item]
     env = dict(os.environ if env is None else env)
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    # flwr starts `flower-superlink` from PATH; an unactivated venv's bin is not on it.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     run_id = results = None
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
         assert proc.stdout is not None
