@@ -13,12 +13,25 @@ import time
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 
 from fedrl.config import FedRLConfig
 from fedrl.envs import client_seed, env_spaces, make_vector_env
 from fedrl.model import ActorCritic, build_model
-from fedrl.ppo import batch_tensors, collect_rollout, epoch_rng, minibatch_indices, ppo_loss, train_epochs
+from fedrl.ppo import (
+    batch_tensors,
+    collect_rollout,
+    epoch_rng,
+    minibatch_indices,
+    ppo_loss,
+    train_epochs,
+)
 from fedrl.protocol import (
     CONFIG,
     GRADS,

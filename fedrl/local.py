@@ -17,6 +17,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+
 class LocalGrid(Grid):
     """Delivers each message to ``client_app`` in this process, one node per partition.
 

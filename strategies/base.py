@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import Message
 
-from fedrl.protocol import GRADS, ClientUpdate, InvalidReply, describe, parse_update_reply
+from fedrl.protocol import (
+    GRADS,
+    ClientUpdate,
+    InvalidReply,
+    describe,
+    parse_update_reply,
+)
 
 log = logging.getLogger("fedrl")
 

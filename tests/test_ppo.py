@@ -11,7 +11,13 @@ from fedrl.config import FedRLConfig
 from fedrl.envs import make_vector_env
 from fedrl.model import build_model, count_parameters
 from fedrl.normalizer import RunningStats
-from fedrl.ppo import batch_tensors, collect_rollout, compute_gae, minibatch_indices, ppo_loss
+from fedrl.ppo import (
+    batch_tensors,
+    collect_rollout,
+    compute_gae,
+    minibatch_indices,
+    ppo_loss,
+)
 
 
 def test_gae_hand_computed():

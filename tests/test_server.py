@@ -124,10 +124,10 @@ def test_bad_rollout_reply_is_dropped(tmp_outdir):
 
 
 def test_bad_config_stops_before_any_message(tmp_outdir):
-    import server_app
-    from client_app import app
     from flwr.app import Context, RecordDict
 
+    import server_app
+    from client_app import app
     from fedrl.config import ConfigError
 
     grid = LocalGrid(app, 2, {})

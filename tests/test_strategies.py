@@ -77,7 +77,7 @@ def test_loss_weighted_hand_computed():
 
 
 def test_loss_weighted_offsets_negative_losses():
-    replies = [update_reply(i, grads(1.0), loss=l) for i, l in enumerate([-1.0, 1.0, 3.0])]
+    replies = [update_reply(i, grads(1.0), loss=x) for i, x in enumerate([-1.0, 1.0, 3.0])]
     agg = LossWeighted().aggregate(replies, REF, {i: 0.0 for i in range(3)})
     # offset by -1: 0, 2, 4 -> shares 0, 1/3, 2/3
     np.testing.assert_allclose(agg.weights, np.array([0.0, 1 / 3, 2 / 3]) + 1 / 3)
@@ -90,7 +90,7 @@ def test_loss_weighted_zero_sum_share_is_one_over_n():
 
 
 def test_normalize_weights_sum_to_one():
-    replies = [update_reply(i, grads(1.0), loss=l) for i, l in enumerate([1.0, 3.0])]
+    replies = [update_reply(i, grads(1.0), loss=x) for i, x in enumerate([1.0, 3.0])]
     agg = LossWeighted(normalize_weights=True).aggregate(replies, REF, {0: 0.0, 1: 0.0})
     np.testing.assert_allclose(agg.weights, [0.375, 0.625])
     np.testing.assert_allclose(agg.weights.sum(), 1.0)
