@@ -38,13 +38,16 @@ log = logging.getLogger("fedrl")
 
 POLL_START_S = 0.0005
 POLL_MAX_S = 0.002
+ROLLOUT_POLL_MAX_S = 0.02
 
 
-def exchange(grid: Grid, messages: list[Message]) -> list[Message]:
+def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S) -> list[Message]:
     """Push ``messages`` and pull every reply, polling briefly.
 
     ``Grid.send_and_receive`` sleeps 3 s between pulls on a deployment; RL sends
-    many small messages per round, so the poll starts at 0.5 ms and backs off to 2 ms.
+    many small messages per round, so the poll starts at 0.5 ms and backs off to
+    ``max_poll_s`` (2 ms for gradient exchanges; rollouts, which take seconds, use a
+    longer one so the server does not take CPU from the clients).
     """
     pending = set(grid.push_messages(messages))
     replies: list[Message] = []
@@ -56,7 +59,7 @@ def exchange(grid: Grid, messages: list[Message]) -> list[Message]:
             replies.append(msg)
         if pending and not got:
             time.sleep(delay)
-            delay = min(2 * delay, POLL_MAX_S)
+            delay = min(2 * delay, max_poll_s)
         elif got:
             delay = POLL_START_S
     return replies
@@ -112,7 +115,7 @@ class FederatedPPO:
         content = instruction(self._state(), config, extra)
         group = str(config["server-round"])
         msgs = [Message(content, node, message_type, group_id=group) for node in nodes]
-        return exchange(self.grid, msgs)
+        return exchange(self.grid, msgs, ROLLOUT_POLL_MAX_S if message_type == ROLLOUT else POLL_MAX_S)
 
     def _wait_for_nodes(self, timeout_s: float = 120.0) -> list[int]:
         deadline = time.monotonic() + timeout_s

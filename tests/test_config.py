@@ -89,3 +89,8 @@ def test_unknown_aggregator_lists_all_names():
 
 def test_fedprox_accepts_mu():
     assert FedRLConfig.from_run_config({"aggregator": "fedprox", "mu": 0.01}).mu == 0.01
+
+
+@pytest.mark.parametrize("env_id", ["LunarLander-v3", "BipedalWalker-v3", "HalfCheetah-v5", "HumanoidStandup-v5"])
+def test_paper_environments_are_installed(env_id):
+    assert FedRLConfig.from_run_config({"env-id": env_id}).env_id == env_id
