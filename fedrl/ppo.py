@@ -77,6 +77,10 @@ def collect_rollout(model: ActorCritic, stats: RunningStats, envs: gym.vector.Ve
     final observation; the unfinished tail is bootstrapped through GAE.
     """
     num_envs = envs.num_envs
+    # Action sampling draws from torch's global generator; seeding it here makes a
+    # client's rollout depend only on (seed, partition, round), whichever process
+    # (a Ray actor, a fresh ClientApp, the test's) happens to run it.
+    torch.manual_seed(seed)
     obs_raw, _ = envs.reset(seed=seed)
     envs.action_space.seed(seed)
     action_space = envs.single_action_space

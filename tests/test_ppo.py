@@ -110,3 +110,11 @@ def test_vector_env_rejects_nothing_and_steps():
     envs = make_vector_env("CartPole-v1", 3)
     obs, _ = envs.reset(seed=0)
     assert obs.shape == (3, 4)
+
+
+def test_rollout_does_not_depend_on_earlier_random_draws():
+    cfg = FedRLConfig(min_steps=64, min_episodes=1)
+    _, a = rollout(cfg, seed=5)
+    torch.rand(100)  # another client or test drew from the global generator in between
+    _, b = rollout(cfg, seed=5)
+    np.testing.assert_array_equal(a.actions, b.actions)

@@ -1,0 +1,181 @@
+"""Resumable grid sweeps: envs × aggregators × model sizes × seeds, each cell a normal simulation run.
+
+    python -m experiments.sweep --runs-dir ~/fedrl-sweeps/paper \\
+        --envs CartPole-v1 LunarLander-v3 --aggregators baseline-sum lweighted \\
+        --seeds 1 2 3 --model-sizes small [--set 'num-server-rounds=20'] [--clients 4]
+
+Every cell runs ``flwr run`` on one private simulation SuperLink with the env's preset
+(``experiments/presets/<env>.toml``) plus the cell's values and any ``--set``
+overrides, and writes into ``<runs-dir>/<env>/<variant>/<model-size>/seed<k>/``.
+A cell counts as complete once Flower reports the run ``finished:completed``, its
+``rounds.csv`` has every round and ``cell.json`` is written (atomically); complete
+cells are skipped, so the sweep can be killed at any moment and started again. The
+output of an unfinished attempt is moved under ``<cell>/incomplete/``, never deleted.
+``rweighted-norm`` and ``lweighted-norm`` are the normalised-weights variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.common import ROOT, toml_overrides
+from fedrl.config import AGGREGATORS, MODEL_SIZES, FedRLConfig
+from fedrl.launch import flwr_run
+from fedrl.superlink import CONNECTION, simulation_superlink
+
+PRESETS = {
+    "CartPole-v1": "cartpole",
+    "LunarLander-v3": "lunarlander",
+    "BipedalWalker-v3": "bipedalwalker",
+    "HalfCheetah-v5": "halfcheetah",
+    "HumanoidStandup-v5": "humanoidstandup",
+}
+NORMALISED = {"rweighted-norm": "rweighted", "lweighted-norm": "lweighted"}
+VARIANTS = tuple(AGGREGATORS) + tuple(NORMALISED)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid."""
+
+    env_id: str
+    variant: str
+    model_size: str
+    seed: int
+
+    @property
+    def relpath(self) -> Path:
+        """Where the cell lives under the runs dir."""
+        return Path(self.env_id) / self.variant / self.model_size / f"seed{self.seed}"
+
+    def run_config(self, overrides: dict) -> dict:
+        """The cell's full run config (preset, cell values, overrides)."""
+        preset_file = ROOT / "experiments" / "presets" / f"{PRESETS[self.env_id]}.toml"
+        preset = tomllib.loads(preset_file.read_text()) if preset_file.exists() else {"env-id": self.env_id}
+        config = {**preset, "env-id": self.env_id, "aggregator": NORMALISED.get(self.variant, self.variant),
+                  "normalize-weights": self.variant in NORMALISED, "model-size": self.model_size, "seed": self.seed,
+                  **overrides}
+        if config["aggregator"] == "fedprox" and config.get("mu", 0) == 0:
+            config["mu"] = 0.01
+        return config
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``key=value`` strings (TOML values) into a dict, validated against the config."""
+    out: dict = {}
+    for item in items:
+        out.update(tomllib.loads(item.replace(" ", "\n")))
+    FedRLConfig.from_run_config(out, check_env=False)
+    return out
+
+
+def is_complete(cell_dir: Path) -> bool:
+    """True when the cell finished and its results are intact."""
+    marker = cell_dir / "cell.json"
+    if not marker.is_file():
+        return False
+    try:
+        info = json.loads(marker.read_text())
+        run_dir = cell_dir / info["run_dir"]
+        with open(run_dir / "rounds.csv", newline="") as f:
+            rows = sum(1 for _ in csv.DictReader(f))
+    except (OSError, ValueError, KeyError):
+        return False
+    return info.get("status") == "finished:completed" and rows == info["rounds"] and (run_dir / "model.pt").is_file()
+
+
+def set_aside_incomplete(cell_dir: Path) -> None:
+    """Move whatever an unfinished attempt left under ``incomplete/`` (kept, not deleted)."""
+    if not cell_dir.exists():
+        return
+    leftovers = [p for p in cell_dir.iterdir() if p.name != "incomplete"]
+    if not leftovers:
+        return
+    dest = cell_dir / "incomplete" / time.strftime("%Y%m%d-%H%M%S")
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in leftovers:
+        shutil.move(str(p), dest / p.name)
+
+
+def run_cell(cell: Cell, runs_dir: Path, overrides: dict, clients: int, env: dict) -> dict:
+    """Run one cell to completion; returns what cell.json records."""
+    cell_dir = runs_dir / cell.relpath
+    set_aside_incomplete(cell_dir)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    config = {**cell.run_config(overrides), "outdir": str(cell_dir)}
+    cfg = FedRLConfig.from_run_config(config)
+    start = time.time()
+    run_id, status, results = flwr_run(str(ROOT), [toml_overrides(config)],
+                                       [f"num-supernodes={clients} client-resources-num-cpus=1"],
+                                       CONNECTION, env, echo=False)
+    info = {"status": status, "run_id": run_id, "rounds": cfg.num_server_rounds, "clients": clients,
+            "seconds": round(time.time() - start, 1), "config": config,
+            "run_dir": Path(results).name if results else None}
+    if status == "finished:completed" and results:
+        tmp = cell_dir / "cell.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, cell_dir / "cell.json")
+    return info
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs-dir", type=Path, required=True)
+    parser.add_argument("--envs", nargs="+", default=["CartPole-v1"], choices=sorted(PRESETS))
+    parser.add_argument("--aggregators", nargs="+", default=["baseline-sum"], choices=VARIANTS)
+    parser.add_argument("--model-sizes", nargs="+", default=["small"], choices=MODEL_SIZES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1])
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="extra run-config overrides, TOML values: --set 'num-server-rounds=20'")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--dry-run", action="store_true", help="list the cells and which are complete")
+    args = parser.parse_args(argv)
+    overrides = parse_overrides(args.overrides)
+    runs_dir = args.runs_dir.expanduser().resolve()
+    cells = [Cell(*c) for c in itertools.product(args.envs, args.aggregators, args.model_sizes, args.seeds)]
+    todo = [c for c in cells if not is_complete(runs_dir / c.relpath)]
+    print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run -> {runs_dir}")
+    if args.dry_run:
+        for c in cells:
+            print(f"  {'done' if c not in todo else 'todo'}  {c.relpath}")
+        return 0
+    if not todo:
+        return 0
+    # SIGTERM unwinds like Ctrl-C, so the private SuperLink is stopped by the with-block.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    failed, start, done = 0, time.time(), len(cells) - len(todo)
+    with tempfile.TemporaryDirectory(prefix="fedrl-sweep-") as tmp, simulation_superlink(Path(tmp)) as env:
+        for i, cell in enumerate(todo, 1):
+            info = run_cell(cell, runs_dir, overrides, args.clients, env)
+            ok = info["status"] == "finished:completed"
+            done += ok
+            failed += not ok
+            elapsed = time.time() - start
+            eta = elapsed / i * (len(todo) - i)
+            print(f"[{done}/{len(cells)} done] {cell.relpath}: {info['status']} in {info['seconds']:.0f} s; "
+                  f"elapsed {_fmt(elapsed)}, ETA {_fmt(eta)}", flush=True)
+    if failed:
+        print(f"sweep: {failed} cells failed; run the same command again to retry them")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
