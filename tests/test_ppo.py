@@ -114,7 +114,8 @@ def test_vector_env_rejects_nothing_and_steps():
 
 def test_rollout_does_not_depend_on_earlier_random_draws():
     cfg = FedRLConfig(min_steps=64, min_episodes=1)
-    _, a = rollout(cfg, seed=5)
+    model, a = rollout(cfg, seed=5)
+    envs = make_vector_env(cfg.env_id, 1)
     torch.rand(100)  # another client or test drew from the global generator in between
-    _, b = rollout(cfg, seed=5)
+    b = collect_rollout(model, RunningStats.empty((4,)), envs, cfg, 5, torch.device("cpu"))
     np.testing.assert_array_equal(a.actions, b.actions)
