@@ -1,0 +1,301 @@
+"""Tables and plots of a sweep, in the paper's form.
+
+    python -m experiments.report <runs-dir> --out <dir>
+
+Reads every complete cell of ``experiments.sweep`` and writes ``report.md`` (Tables
+1-7 and 95% confidence intervals), ``summary.csv`` and PNG plots (return against env
+steps per environment, model sizes on LunarLander, normalised against un-normalised
+weights, and % of Baseline-Sum per environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from experiments.sweep import is_complete
+
+BASELINE = "baseline-sum"
+# The paper's Table 6 thresholds for the running score (factor 0.9).
+THRESHOLDS = {"LunarLander-v3": 80.0, "CartPole-v1": 400.0, "BipedalWalker-v3": 200.0,
+              "HalfCheetah-v5": 2500.0, "HumanoidStandup-v5": 1.3e5}
+VARIANT_ORDER = ["rweighted", "lweighted", "baseline-sum", "baseline-avg", "fedavg", "fedprox",
+                 "rweighted-norm", "lweighted-norm"]
+# Two-sided 95% Student-t critical values by degrees of freedom (normal beyond 30).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+       20: 2.086, 25: 2.060, 30: 2.042}
+
+
+@dataclass
+class Run:
+    """One seed's result: its rounds as (round, env_steps, return) arrays."""
+
+    seed: int
+    rounds: np.ndarray
+    env_steps: np.ndarray
+    returns: np.ndarray
+    seconds: float = 0.0
+
+    @property
+    def r_mean(self) -> float:
+        """R̄ of this run: mean return over all rounds."""
+        return float(self.returns.mean())
+
+    @property
+    def r_end(self) -> float:
+        """R̄_end of this run: mean return over the last 10% of rounds (at least one)."""
+        k = max(1, math.ceil(0.1 * len(self.returns)))
+        return float(self.returns[-k:].mean())
+
+
+@dataclass
+class Group:
+    """All seeds of one (env, variant, model size)."""
+
+    env_id: str
+    variant: str
+    model_size: str
+    runs: list[Run] = field(default_factory=list)
+
+    def values(self, attr: str) -> np.ndarray:
+        """Per-seed values of ``r_mean`` or ``r_end``."""
+        return np.array([getattr(r, attr) for r in self.runs])
+
+
+def load(runs_dir: Path) -> dict[tuple[str, str, str], Group]:
+    """Every complete cell under ``runs_dir``, grouped by (env, variant, model size)."""
+    groups: dict[tuple[str, str, str], Group] = {}
+    for marker in sorted(runs_dir.rglob("cell.json")):
+        cell_dir = marker.parent
+        if not is_complete(cell_dir):
+            continue
+        info = json.loads(marker.read_text())
+        env_id, variant, size = cell_dir.relative_to(runs_dir).parts[-4:-1]
+        with open(cell_dir / info["run_dir"] / "rounds.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        run = Run(int(info["config"]["seed"]), np.array([int(r["round"]) for r in rows]),
+                  np.array([float(r["env_steps"]) for r in rows]),
+                  np.array([float(r["episodic_return_mean"]) for r in rows]), float(info.get("seconds", 0.0)))
+        groups.setdefault((env_id, variant, size), Group(env_id, variant, size)).runs.append(run)
+    for g in groups.values():
+        g.runs.sort(key=lambda r: r.seed)
+    return groups
+
+
+def percent_of_baseline(values: dict[str, float], baseline: str = BASELINE) -> tuple[dict[str, float], str]:
+    """Each value as a % of the baseline's, with the paper's rule for negative rewards.
+
+    When most values are negative, every value is shifted by the most negative one
+    before dividing; when only some are, the negative ones are written as 0%.
+    Returns the percentages (NaN where undefined) and which case applied.
+    """
+    if baseline not in values:
+        return {k: float("nan") for k in values}, f"no {baseline} result"
+    negatives = sum(v < 0 for v in values.values())
+    if negatives * 2 > len(values):
+        shift = min(values.values())
+        denom = values[baseline] - shift
+        pct = {k: (v - shift) / denom * 100 if denom > 0 else float("nan") for k, v in values.items()}
+        return pct, f"most values negative: all shifted by the most negative ({shift:.2f})"
+    base = values[baseline]
+    if base <= 0:
+        return {k: float("nan") for k in values}, f"{baseline} is not positive while most others are: % undefined"
+    pct = {k: (v / base * 100 if v >= 0 else 0.0) for k, v in values.items()}
+    rule = "no negative values" if negatives == 0 else f"{negatives} negative value(s) written as 0%"
+    return pct, rule
+
+
+def ci95(x: np.ndarray) -> float:
+    """Half-width of the 95% confidence interval of the mean (t distribution); NaN for one value."""
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    df = n - 1
+    t = T95.get(df) or (T95[max(k for k in T95 if k <= df)] if df < 30 else 1.96)
+    return float(t * x.std(ddof=1) / math.sqrt(n))
+
+
+def first_crossing(run: Run, threshold: float, factor: float = 0.9) -> tuple[int, float] | None:
+    """(round, env steps) where the running score s = factor·s + (1-factor)·r first reaches ``threshold``."""
+    score = None
+    for rnd, steps, ret in zip(run.rounds, run.env_steps, run.returns):
+        score = ret if score is None else factor * score + (1 - factor) * ret
+        if score >= threshold:
+            return int(rnd), float(steps)
+    return None
+
+
+def _order(variants) -> list[str]:
+    return sorted(variants, key=lambda v: (VARIANT_ORDER.index(v) if v in VARIANT_ORDER else 99, v))
+
+
+def _f(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.2f}"
+
+
+def env_table(groups: list[Group]) -> tuple[list[str], list[dict]]:
+    """Markdown lines of one environment's Tables 1-5 / 6 / 7 and CI, and the summary rows."""
+    by_variant = {g.variant: g for g in groups}
+    variants = _order(by_variant)
+    r_mean = {v: float(by_variant[v].values("r_mean").mean()) for v in variants}
+    r_end = {v: float(by_variant[v].values("r_end").mean()) for v in variants}
+    pct_mean, rule_mean = percent_of_baseline(r_mean)
+    pct_end, rule_end = percent_of_baseline(r_end)
+    env_id, size = groups[0].env_id, groups[0].model_size
+    threshold = THRESHOLDS.get(env_id)
+    lines = [f"### {env_id} ({size} model)", "",
+             "| algorithm | seeds | R̄ | R̄ % | R̄ 95% CI | R̄_end | R̄_end % | R̄_end 95% CI | var(R̄) | var(R̄_end) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = []
+    for v in variants:
+        g = by_variant[v]
+        m, e = g.values("r_mean"), g.values("r_end")
+        var_m = float(m.var(ddof=1)) if len(m) > 1 else float("nan")
+        var_e = float(e.var(ddof=1)) if len(e) > 1 else float("nan")
+        lines.append(f"| {v} | {len(m)} | {_f(r_mean[v])} | {_f(pct_mean[v])}% | ±{_f(ci95(m))} | {_f(r_end[v])} | "
+                     f"{_f(pct_end[v])}% | ±{_f(ci95(e))} | {_f(var_m)} | {_f(var_e)} |")
+        crossings = [first_crossing(r, threshold) if threshold is not None else None for r in g.runs]
+        rows.append({"env": env_id, "variant": v, "model_size": size, "seeds": len(m),
+                     "rounds": int(np.median([len(r.rounds) for r in g.runs])),
+                     "env_steps": int(np.median([r.env_steps[-1] for r in g.runs])),
+                     "r_mean": r_mean[v], "r_mean_pct": pct_mean[v], "r_mean_ci95": ci95(m), "r_mean_var": var_m,
+                     "r_end": r_end[v], "r_end_pct": pct_end[v], "r_end_ci95": ci95(e), "r_end_var": var_e,
+                     "threshold": threshold,
+                     "threshold_rounds": " ".join(str(c[0]) if c else f"{len(r.rounds)}+" for c, r in zip(crossings, g.runs)),
+                     "threshold_steps": " ".join(str(int(c[1])) if c else f"{int(r.env_steps[-1])}+"
+                                                 for c, r in zip(crossings, g.runs)),
+                     "wall_time_s_mean": float(np.mean([r.seconds for r in g.runs]))})
+    lines += ["", f"Negative-reward rule: R̄: {rule_mean}; R̄_end: {rule_end}.", ""]
+    if threshold is not None:
+        lines += [f"Table 6: first round / total env steps at which the running score (factor 0.9) reaches "
+                  f"{threshold:g} (per seed; N+ = not reached in N):", "",
+                  "| algorithm | rounds | env steps |", "|---|---|---|"]
+        lines += [f"| {r['variant']} | {r['threshold_rounds']} | {r['threshold_steps']} |" for r in rows]
+        lines.append("")
+    return lines, rows
+
+
+def _curve(runs: list[Run], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ys = np.array([np.interp(grid, r.env_steps, r.returns) for r in runs])
+    mean = ys.mean(axis=0)
+    half = np.array([ci95(ys[:, i]) for i in range(len(grid))]) if len(runs) > 1 else np.zeros_like(mean)
+    return mean, half
+
+
+def plot_curves(groups: list[Group], title: str, path: Path) -> None:
+    """Mean return against env steps with a 95% CI band, one line per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for g in groups:
+        end = min(r.env_steps[-1] for r in g.runs)
+        start = max(r.env_steps[0] for r in g.runs)
+        grid = np.linspace(start, end, 100)
+        mean, half = _curve(g.runs, grid)
+        label = g.variant if len({x.model_size for x in groups}) == 1 else f"{g.variant} ({g.model_size})"
+        ax.plot(grid, mean, label=f"{label} (n={len(g.runs)})")
+        ax.fill_between(grid, mean - np.nan_to_num(half), mean + np.nan_to_num(half), alpha=0.2)
+    ax.set_xlabel("total env steps")
+    ax.set_ylabel("mean episodic return")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_percent_bars(rows: list[dict], path: Path) -> None:
+    """% of Baseline-Sum (R̄) per environment, one bar per algorithm (Figure 12)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted({r["env"] for r in rows})
+    variants = _order({r["variant"] for r in rows})
+    width = 0.8 / max(1, len(variants))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, v in enumerate(variants):
+        vals = [next((r["r_mean_pct"] for r in rows if r["env"] == e and r["variant"] == v), float("nan")) for e in envs]
+        ax.bar(np.arange(len(envs)) + i * width, np.nan_to_num(vals), width, label=v)
+    ax.axhline(100, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(envs)) + width * (len(variants) - 1) / 2, envs)
+    ax.set_ylabel("R̄ as % of Baseline-Sum")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(runs_dir: Path, out: Path) -> list[dict]:
+    """Write report.md, summary.csv and the plots; returns the summary rows."""
+    groups = load(runs_dir)
+    if not groups:
+        raise SystemExit(f"no complete sweep cells under {runs_dir}")
+    out.mkdir(parents=True, exist_ok=True)
+    by_env: dict[str, dict[str, list[Group]]] = defaultdict(lambda: defaultdict(list))
+    for (env_id, _variant, size), g in sorted(groups.items()):
+        by_env[env_id][size].append(g)
+    lines = ["# fedrl sweep report", "", f"Runs: `{runs_dir}`. R̄ is the mean return over all rounds and seeds; "
+             "R̄_end over the last 10% of rounds. % is of Baseline-Sum. CIs are 95% t-intervals over seeds; "
+             "var is the sample variance across seeds (Table 7).", ""]
+    rows: list[dict] = []
+    for env_id, sizes in by_env.items():
+        for size, gs in sorted(sizes.items(), key=lambda kv: ["small", "medium", "large"].index(kv[0])):
+            plain = [g for g in gs if not g.variant.endswith("-norm")]
+            table, env_rows = env_table(gs)
+            lines += table
+            rows += env_rows
+            name = f"{env_id}_{size}"
+            plot_curves(_sorted(plain), f"{env_id} ({size})", out / f"curve_{name}.png")
+            lines += [f"![{name}](curve_{name}.png)", ""]
+            normed = [g for g in gs if g.variant in ("rweighted", "lweighted", "rweighted-norm", "lweighted-norm")]
+            if any(g.variant.endswith("-norm") for g in normed):
+                plot_curves(_sorted(normed), f"{env_id} ({size}): normalised vs un-normalised weights",
+                            out / f"normalised_{name}.png")
+                lines += [f"![normalised {name}](normalised_{name}.png)", ""]
+        if len(sizes) > 1:
+            all_sizes = [g for gs in sizes.values() for g in gs if not g.variant.endswith("-norm")]
+            plot_curves(all_sizes, f"{env_id}: model sizes", out / f"sizes_{env_id}.png")
+            lines += [f"![sizes {env_id}](sizes_{env_id}.png)", ""]
+    small = [r for r in rows if r["model_size"] == "small"] or rows
+    plot_percent_bars(small, out / "percent_of_baseline_sum.png")
+    lines += ["![% of Baseline-Sum](percent_of_baseline_sum.png)", ""]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def _sorted(groups: list[Group]) -> list[Group]:
+    order = _order({g.variant for g in groups})
+    return sorted(groups, key=lambda g: (order.index(g.variant), g.model_size))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
+    parser.add_argument("runs_dir", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    rows = write_report(args.runs_dir.expanduser(), args.out)
+    print(f"report: {len(rows)} groups -> {args.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

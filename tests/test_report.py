@@ -1,0 +1,98 @@
+"""The sweep report on small synthetic result folders with hand-computed values."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from experiments.report import Run, ci95, first_crossing, load, percent_of_baseline, write_report
+
+
+def make_cell(runs_dir, env, variant, size, seed, returns, steps_per_round=100):
+    cell = runs_dir / env / variant / size / f"seed{seed}"
+    run_dir = cell / f"{env}_{variant}_seed{seed}_run1"
+    run_dir.mkdir(parents=True)
+    with open(run_dir / "rounds.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["round", "env_steps", "episodic_return_mean"])
+        for i, r in enumerate(returns, 1):
+            w.writerow([i, i * steps_per_round, r])
+    (run_dir / "model.pt").write_bytes(b"x")
+    info = {"status": "finished:completed", "rounds": len(returns), "run_dir": run_dir.name,
+            "config": {"seed": seed}, "seconds": 5.0}
+    (cell / "cell.json").write_text(json.dumps(info))
+    return cell
+
+
+def test_percent_rule_mirrors_the_papers_table_2():
+    # LunarLander R̄ column: most negative -> shift by the most negative value.
+    values = {"rweighted": -52.69, "lweighted": -6.41, "baseline-sum": -53.94, "baseline-avg": -132.84,
+              "fedavg": -121.93}
+    pct, rule = percent_of_baseline(values)
+    assert "shifted" in rule
+    assert pct["rweighted"] == pytest.approx(101.58, abs=0.01)
+    assert pct["lweighted"] == pytest.approx(160.24, abs=0.01)
+    assert pct["fedavg"] == pytest.approx(13.82, abs=0.01)
+    assert pct["baseline-avg"] == 0.0 and pct["baseline-sum"] == 100.0
+    # R̄_end column: only two negative -> those are 0%, the rest plain ratios.
+    values = {"rweighted": 84.55, "lweighted": 108.01, "baseline-sum": 78.39, "baseline-avg": -36.45,
+              "fedavg": -30.28}
+    pct, rule = percent_of_baseline(values)
+    assert "written as 0%" in rule
+    assert pct["rweighted"] == pytest.approx(107.86, abs=0.01)
+    assert pct["lweighted"] == pytest.approx(137.79, abs=0.01)
+    assert pct["baseline-avg"] == 0.0 and pct["fedavg"] == 0.0
+
+
+def test_threshold_crossing_uses_running_score():
+    run = Run(1, np.arange(1, 6), np.array([10.0, 20, 30, 40, 50]), np.array([100.0, 500, 500, 500, 500]))
+    # scores: 100, 140, 176, 208.4, 237.56
+    assert first_crossing(run, 200.0) == (4, 40.0)
+    assert first_crossing(run, 100.0) == (1, 10.0)
+    assert first_crossing(run, 300.0) is None
+
+
+def test_ci95_hand_computed():
+    x = np.array([1.0, 2.0, 3.0])
+    assert ci95(x) == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert math.isnan(ci95(np.array([1.0])))
+
+
+def test_report_tables_and_files(tmp_path):
+    runs = tmp_path / "runs"
+    # 10 rounds each, so R̄_end is the last round.
+    make_cell(runs, "CartPole-v1", "baseline-sum", "small", 1, [100] * 9 + [200])
+    make_cell(runs, "CartPole-v1", "baseline-sum", "small", 2, [300] * 9 + [400])
+    make_cell(runs, "CartPole-v1", "lweighted", "small", 1, [150] * 9 + [450])
+    make_cell(runs, "CartPole-v1", "lweighted", "small", 2, [250] * 9 + [450])
+    make_cell(runs, "CartPole-v1", "lweighted-norm", "small", 1, [50] * 10)
+    incomplete = make_cell(runs, "CartPole-v1", "rweighted", "small", 1, [1000] * 10)
+    (incomplete / "cell.json").unlink()
+    groups = load(runs)
+    assert set(groups) == {("CartPole-v1", v, "small") for v in ("baseline-sum", "lweighted", "lweighted-norm")}
+    rows = write_report(runs, tmp_path / "out")
+    by = {r["variant"]: r for r in rows}
+    # baseline-sum: R̄ per seed 110 and 310 -> 210; R̄_end 200 and 400 -> 300
+    assert by["baseline-sum"]["r_mean"] == pytest.approx(210.0)
+    assert by["baseline-sum"]["r_end"] == pytest.approx(300.0)
+    # lweighted: R̄ per seed 180 and 270 -> 225 = 107.14%; R̄_end 450 = 150%
+    assert by["lweighted"]["r_mean_pct"] == pytest.approx(225 / 210 * 100)
+    assert by["lweighted"]["r_end_pct"] == pytest.approx(150.0)
+    assert by["baseline-sum"]["r_mean_var"] == pytest.approx(20000.0)
+    # threshold 400: seed 2 of baseline-sum scores 300.. then 0.9*300+0.1*400 = 310 -> never
+    assert by["baseline-sum"]["threshold_rounds"] == "10+ 10+"
+    assert by["baseline-sum"]["threshold_steps"] == "1000+ 1000+"
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "no negative values" in report and "| lweighted | 2 | 225.00 | 107.14% |" in report
+    for png in ("curve_CartPole-v1_small.png", "normalised_CartPole-v1_small.png", "percent_of_baseline_sum.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 1000
+    assert (tmp_path / "out" / "summary.csv").is_file()
+
+
+def test_report_without_results_says_so(tmp_path):
+    with pytest.raises(SystemExit, match="no complete sweep cells"):
+        write_report(tmp_path, tmp_path / "out")

@@ -1,0 +1,78 @@
+"""The sweep skips complete cells, restarts unfinished ones and keeps their output."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments import sweep
+
+
+def fake_flwr_run(calls):
+    def run(app_dir, run_config, federation_config, superlink, env, echo=True):
+        overrides = dict(item.split("=", 1) for item in run_config[0].split(" "))
+        outdir = Path(json.loads(overrides["outdir"]))
+        rounds = int(overrides["num-server-rounds"])
+        calls.append(outdir)
+        run_dir = outdir / f"run{len(calls)}"
+        run_dir.mkdir(parents=True)
+        with open(run_dir / "rounds.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["round", "env_steps", "episodic_return_mean"])
+            w.writerows([i, 100 * i, 10.0] for i in range(1, rounds + 1))
+        (run_dir / "model.pt").write_bytes(b"x")
+        return str(len(calls)), "finished:completed", str(run_dir)
+    return run
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    calls: list[Path] = []
+    monkeypatch.setattr(sweep, "flwr_run", fake_flwr_run(calls))
+    monkeypatch.setattr(sweep, "simulation_superlink", lambda tmp: contextlib.nullcontext({}))
+    return calls
+
+
+ARGS = ["--envs", "CartPole-v1", "--aggregators", "baseline-sum", "lweighted-norm", "--seeds", "1", "2",
+        "--set", "num-server-rounds=3"]
+
+
+def test_sweep_runs_each_cell_once_and_resumes(tmp_path, fake_engine, capsys):
+    runs = tmp_path / "runs"
+    assert sweep.main(["--runs-dir", str(runs), *ARGS]) == 0
+    assert len(fake_engine) == 4
+    out = capsys.readouterr().out
+    assert "[4/4 done]" in out and "ETA" in out
+    cell = runs / "CartPole-v1" / "lweighted-norm" / "small" / "seed1"
+    info = json.loads((cell / "cell.json").read_text())
+    assert info["config"]["aggregator"] == "lweighted" and info["config"]["normalize-weights"] is True
+    # A second invocation finds everything complete.
+    assert sweep.main(["--runs-dir", str(runs), *ARGS]) == 0
+    assert len(fake_engine) == 4
+    # A cell killed mid-run (no cell.json) is redone; its partial output is kept aside.
+    (cell / "cell.json").unlink()
+    assert sweep.main(["--runs-dir", str(runs), *ARGS]) == 0
+    assert len(fake_engine) == 5
+    assert sweep.is_complete(cell)
+    kept = list((cell / "incomplete").glob("*/run*/rounds.csv"))
+    assert len(kept) == 1
+
+
+def test_truncated_results_are_not_complete(tmp_path, fake_engine):
+    runs = tmp_path / "runs"
+    sweep.main(["--runs-dir", str(runs), *ARGS])
+    cell = runs / "CartPole-v1" / "baseline-sum" / "small" / "seed2"
+    rounds = next(cell.glob("run*/rounds.csv"))
+    rounds.write_text("\n".join(rounds.read_text().splitlines()[:-1]) + "\n")
+    assert not sweep.is_complete(cell)
+
+
+def test_bad_override_is_refused(tmp_path):
+    from fedrl.config import ConfigError
+
+    with pytest.raises(ConfigError, match="num-server-rounds"):
+        sweep.main(["--runs-dir", str(tmp_path), "--set", "num-server-rounds=0"])
