@@ -38,6 +38,7 @@ from fedrl.protocol import (
     METRICS,
     MODEL,
     OBS_STATS,
+    RETURN_STATS,
     ROLLOUT_META,
     ROLLOUT_STATE,
     array_record,
@@ -101,19 +102,24 @@ def handle_rollout(message: Message, context: Context) -> Message:
     conf = message.content.config_records[CONFIG]
     server_round = int(conf["server-round"])
     stats = stats_from_records(message.content.array_records[OBS_STATS], float(conf["obs-count"]))
+    return_stats = stats_from_records(message.content.array_records[RETURN_STATS], float(conf["return-count"]))
     rollout = collect_rollout(model, stats, _envs(cfg.env_id, cfg.num_envs_per_client), cfg,
-                              client_seed(cfg.seed, pid, server_round), device)
+                              client_seed(cfg.seed, pid, server_round), device,
+                              return_stats if cfg.normalize_reward else None)
     context.state[ROLLOUT_STATE] = array_record(rollout.arrays())
     context.state[ROLLOUT_META] = ConfigRecord({"server-round": server_round})
     seen_arrays, seen_count = stats_to_records(rollout.obs_stats)
+    return_arrays, return_count = stats_to_records(rollout.return_stats)
     metrics = MetricRecord({
         "partition-id": pid,
         "num-steps": rollout.num_steps,
         "episodes": len(rollout.episode_returns),
         "episode-returns": rollout.episode_returns,
         "obs-count": seen_count,
+        "return-count": return_count,
     })
-    return Message(RecordDict({METRICS: metrics, OBS_STATS: seen_arrays}), reply_to=message)
+    return Message(RecordDict({METRICS: metrics, OBS_STATS: seen_arrays, RETURN_STATS: return_arrays}),
+                   reply_to=message)
 
 
 def handle_gradient(message: Message, context: Context) -> Message:

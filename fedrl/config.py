@@ -57,6 +57,7 @@ class FedRLConfig:
     max_grad_norm: float = 0.5
     norm_adv: bool = True
     normalize_obs: bool = True
+    normalize_reward: bool = False
     model_size: str = "small"
     weight_floor_h: float = 0.0
     normalize_weights: bool = False

@@ -17,6 +17,7 @@ from fedrl.model import ActorCritic
 from fedrl.normalizer import RunningStats
 
 ROLLOUT_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns")
+CLIP_REWARD = 10.0
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Rollout:
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     obs_stats: RunningStats | None = None
+    return_stats: RunningStats | None = None
 
     @property
     def num_steps(self) -> int:
@@ -69,12 +71,18 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last
 
 @torch.no_grad()
 def collect_rollout(model: ActorCritic, stats: RunningStats, envs: gym.vector.VectorEnv, cfg: FedRLConfig,
-                    seed: int, device: torch.device) -> Rollout:
+                    seed: int, device: torch.device, return_stats: RunningStats | None = None) -> Rollout:
     """Play fresh episodes until at least ``min-episodes`` have finished *and* ``min-steps`` were taken.
 
     The paper's workers gather "two episodes or 2000 timesteps, whichever happens
     last". Truncated episodes (time limits) are bootstrapped with the value of their
     final observation; the unfinished tail is bootstrapped through GAE.
+
+    With ``return_stats`` (global statistics of the discounted return) rewards are
+    divided by the return's standard deviation and clipped to ±10 before GAE, as
+    SB3's VecNormalize and gymnasium's NormalizeReward do; the episode returns that
+    are reported stay raw. The rollout carries the statistics of the discounted
+    returns it saw, for the server to merge.
     """
     num_envs = envs.num_envs
     # Action sampling draws from torch's global generator; seeding it here makes a
@@ -89,6 +97,11 @@ def collect_rollout(model: ActorCritic, stats: RunningStats, envs: gym.vector.Ve
     raw_obs, norm_obs, actions, logprobs, values, rewards, dones = [], [], [], [], [], [], []
     ep_ret = np.zeros(num_envs)
     ep_len = np.zeros(num_envs, dtype=np.int64)
+    disc_ret = np.zeros(num_envs)
+    disc_rets: list[np.ndarray] = []
+    reward_scale = 1.0
+    if return_stats is not None and return_stats.count > 0:
+        reward_scale = float(1.0 / np.sqrt(return_stats.var[0] + 1e-8))
     episode_returns: list[float] = []
     episode_lengths: list[int] = []
     steps = 0
@@ -102,8 +115,13 @@ def collect_rollout(model: ActorCritic, stats: RunningStats, envs: gym.vector.Ve
         reward = np.asarray(reward, np.float64)
         ep_ret += reward
         ep_len += 1
+        disc_ret = cfg.gamma * disc_ret + reward
+        disc_rets.append(disc_ret.copy())
         done = np.logical_or(terminated, truncated)
+        disc_ret[done] = 0.0
         bootstrap_reward = reward.copy()
+        if return_stats is not None and return_stats.count > 0:
+            bootstrap_reward = np.clip(reward * reward_scale, -CLIP_REWARD, CLIP_REWARD)
         if np.any(truncated & ~terminated):
             idx = np.flatnonzero(truncated & ~terminated)
             final = np.stack([info["final_obs"][i] for i in idx])
@@ -144,6 +162,7 @@ def collect_rollout(model: ActorCritic, stats: RunningStats, envs: gym.vector.Ve
         episode_returns=episode_returns,
         episode_lengths=episode_lengths,
         obs_stats=RunningStats.from_batch(raw.reshape(raw.shape[0], -1)),
+        return_stats=RunningStats.from_batch(np.asarray(disc_rets).reshape(-1, 1)),
     )
 
 

@@ -27,6 +27,7 @@ LOCAL = "train.local"
 MODEL = "model"
 GRADS = "grads"
 OBS_STATS = "obs-stats"
+RETURN_STATS = "return-stats"
 CONFIG = "config"
 METRICS = "metrics"
 ROLLOUT_STATE = "rollout"
@@ -48,6 +49,7 @@ class RolloutResult:
     episode_returns: list[float]
     num_steps: int
     obs_stats: RunningStats
+    return_stats: RunningStats
 
     @property
     def episodic_return(self) -> float:
@@ -154,7 +156,7 @@ def check_arrays(record: ArrayRecord | None, name: str, reference: dict[str, tup
 
 def parse_rollout_reply(msg: Message, obs_shape: tuple[int, ...]) -> RolloutResult:
     """Validate a ``train.rollout`` reply or raise :class:`InvalidReply`."""
-    metrics = _finite_metrics(msg, ("partition-id", "num-steps", "episodes", "obs-count"))
+    metrics = _finite_metrics(msg, ("partition-id", "num-steps", "episodes", "obs-count", "return-count"))
     record = msg.content.metric_records[METRICS]
     returns = record.get("episode-returns")
     if not isinstance(returns, list) or len(returns) == 0:
@@ -164,12 +166,18 @@ def parse_rollout_reply(msg: Message, obs_shape: tuple[int, ...]) -> RolloutResu
     if len(returns) != int(metrics["episodes"]) or metrics["num-steps"] < 1:
         raise InvalidReply(f"inconsistent counts: {len(returns)} returns for {metrics['episodes']} episodes, "
                            f"{metrics['num-steps']} steps")
-    arrays = check_arrays(msg.content.array_records.get(OBS_STATS), OBS_STATS, {"mean": obs_shape, "m2": obs_shape})
-    stats = RunningStats(metrics["obs-count"], arrays["mean"].astype(np.float64), arrays["m2"].astype(np.float64))
-    if not stats.is_finite():
-        raise InvalidReply("observation statistics are not finite / non-negative")
+    stats = _stats(msg, OBS_STATS, metrics["obs-count"], obs_shape)
+    return_stats = _stats(msg, RETURN_STATS, metrics["return-count"], (1,))
     return RolloutResult(int(metrics["partition-id"]), msg.metadata.src_node_id, [float(r) for r in returns],
-                         int(metrics["num-steps"]), stats)
+                         int(metrics["num-steps"]), stats, return_stats)
+
+
+def _stats(msg: Message, name: str, count: float, shape: tuple[int, ...]) -> RunningStats:
+    arrays = check_arrays(msg.content.array_records.get(name), name, {"mean": shape, "m2": shape})
+    stats = RunningStats(count, arrays["mean"].astype(np.float64), arrays["m2"].astype(np.float64))
+    if not stats.is_finite():
+        raise InvalidReply(f"{name} are not finite / non-negative")
+    return stats
 
 
 def parse_update_reply(msg: Message, record_name: str, reference: dict[str, tuple[int, ...]]) -> ClientUpdate:

@@ -22,6 +22,7 @@ from fedrl.protocol import (
     LOCAL,
     LOSS_KEYS,
     OBS_STATS,
+    RETURN_STATS,
     ROLLOUT,
     InvalidReply,
     RolloutResult,
@@ -101,6 +102,7 @@ class FederatedPPO:
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.server_lr)
         self.aggregator = make_aggregator(cfg)
         self.stats = RunningStats.empty(self.obs_shape)
+        self.return_stats = RunningStats.empty((1,))
         self.num_parameters = count_parameters(self.model)
         self.writer = RunWriter(cfg, run_id, {"num_parameters": self.num_parameters}) if out else None
         self.env_steps = 0
@@ -131,8 +133,10 @@ class FederatedPPO:
     def rollout_phase(self, server_round: int, rlog: RoundLog) -> dict[int, RolloutResult]:
         """Every client plays with the global policy; returns the valid replies by partition."""
         stats_arrays, count = stats_to_records(self.stats)
-        replies = self._send(self._wait_for_nodes(), ROLLOUT, {"server-round": server_round, "obs-count": count},
-                             {OBS_STATS: stats_arrays})
+        return_arrays, return_count = stats_to_records(self.return_stats)
+        replies = self._send(self._wait_for_nodes(), ROLLOUT,
+                             {"server-round": server_round, "obs-count": count, "return-count": return_count},
+                             {OBS_STATS: stats_arrays, RETURN_STATS: return_arrays})
         results: dict[int, RolloutResult] = {}
         for msg in replies:
             try:
@@ -144,9 +148,11 @@ class FederatedPPO:
                 rlog.rejected += 1
                 continue
             results[res.partition_id] = res
-        if self.cfg.normalize_obs:
-            for pid in sorted(results):
+        for pid in sorted(results):
+            if self.cfg.normalize_obs:
                 self.stats = self.stats.merge(results[pid].obs_stats)
+            if self.cfg.normalize_reward:
+                self.return_stats = self.return_stats.merge(results[pid].return_stats)
         for pid in sorted(results):
             rlog.client_rows.append({"round": server_round, "exchange": 0, "partition_id": pid,
                                      "episodic_return": results[pid].episodic_return, "loss": "",

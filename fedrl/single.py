@@ -37,13 +37,17 @@ def train_single(cfg: FedRLConfig, iterations: int, steps_per_iteration: int | N
     model = build_model(obs_space, act_space, cfg.model_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.server_lr, eps=1e-5)
     stats = RunningStats.empty((int(np.prod(obs_space.shape)),))
+    return_stats = RunningStats.empty((1,))
     envs = make_vector_env(cfg.env_id, cfg.num_envs_per_client)
     rollout_cfg = cfg.replace(min_steps=steps_per_iteration or cfg.min_steps)
     rows, env_steps, start = [], 0, time.perf_counter()
     for it in range(1, iterations + 1):
-        rollout = collect_rollout(model, stats, envs, rollout_cfg, client_seed(cfg.seed, 0, it), device)
+        rollout = collect_rollout(model, stats, envs, rollout_cfg, client_seed(cfg.seed, 0, it), device,
+                                  return_stats if cfg.normalize_reward else None)
         if cfg.normalize_obs:
             stats = stats.merge(rollout.obs_stats)
+        if cfg.normalize_reward:
+            return_stats = return_stats.merge(rollout.return_stats)
         rngs = [epoch_rng(cfg.seed, 0, it, epoch) for epoch in range(cfg.update_epochs)]
         parts = train_epochs(model, optimizer, rollout.arrays(), cfg, rngs, device)
         env_steps += rollout.num_steps

@@ -15,6 +15,7 @@ from fedrl.protocol import (
     GRADS,
     MODEL,
     OBS_STATS,
+    RETURN_STATS,
     array_record,
     parse_rollout_reply,
     parse_update_reply,
@@ -40,6 +41,7 @@ def message(kind: str, config: dict, with_stats: bool = False) -> Message:
         arrays, count = stats_to_records(RunningStats.empty((4,)))
         content[OBS_STATS] = arrays
         config["obs-count"] = count
+        content[RETURN_STATS], config["return-count"] = stats_to_records(RunningStats.empty((1,)))
         content[CONFIG] = ConfigRecord(config)
     return Message(content, 101, kind, group_id="1")
 

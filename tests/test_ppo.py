@@ -119,3 +119,18 @@ def test_rollout_does_not_depend_on_earlier_random_draws():
     torch.rand(100)  # another client or test drew from the global generator in between
     b = collect_rollout(model, RunningStats.empty((4,)), envs, cfg, 5, torch.device("cpu"))
     np.testing.assert_array_equal(a.actions, b.actions)
+
+
+def test_reward_scaling_uses_the_global_return_std_and_reports_raw_returns():
+    cfg = FedRLConfig(min_steps=64, min_episodes=1)
+    model, plain = rollout(cfg, seed=4)
+    envs = make_vector_env(cfg.env_id, 1)
+    ret_stats = RunningStats(100.0, np.array([0.0]), np.array([100.0 * 4.0]))  # std 2
+    scaled = collect_rollout(model, RunningStats.empty((4,)), envs, cfg, 4, torch.device("cpu"), ret_stats)
+    assert scaled.episode_returns == plain.episode_returns
+    # CartPole pays 1 per step: scaled rewards are 0.5, so advantages+values shrink accordingly.
+    np.testing.assert_array_equal(scaled.actions, plain.actions)
+    assert np.abs(scaled.returns).mean() < np.abs(plain.returns).mean()
+    # The discounted-return statistics cover every step: G_t = 1 + γ + ... within an episode.
+    assert scaled.return_stats.count == scaled.num_steps
+    assert scaled.return_stats.mean[0] > 1.0

@@ -153,3 +153,11 @@ def test_training_is_deterministic(tmp_outdir):
     for k, v in a.model.state_dict().items():
         torch.testing.assert_close(v, b.model.state_dict()[k], rtol=0, atol=0)
     assert b.writer.path.name.endswith("-2")
+
+
+def test_return_statistics_are_merged_only_when_asked(tmp_outdir):
+    plain, _ = train(tmp_outdir)
+    assert plain.return_stats.count == 0
+    scaled, _ = train(tmp_outdir, **{"normalize-reward": True})
+    assert scaled.return_stats.count == scaled.env_steps
+    assert scaled.stats.count == scaled.env_steps
