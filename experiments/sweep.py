@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.common import ROOT, toml_overrides
-from fedrl.config import AGGREGATORS, MODEL_SIZES, FedRLConfig
+from fedrl.config import AGGREGATORS, MODEL_SIZES, ConfigError, FedRLConfig
 from fedrl.launch import flwr_run
 from fedrl.superlink import CONNECTION, simulation_superlink
 
@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--dry-run", action="store_true", help="list the cells and which are complete")
     args = parser.parse_args(argv)
-    overrides = parse_overrides(args.overrides)
+    try:
+        overrides = parse_overrides(args.overrides)
+    except (ConfigError, tomllib.TOMLDecodeError) as exc:
+        parser.error(f"--set: {exc}")
     runs_dir = args.runs_dir.expanduser().resolve()
     cells = [Cell(*c) for c in itertools.product(args.envs, args.aggregators, args.model_sizes, args.seeds)]
     todo = [c for c in cells if not is_complete(runs_dir / c.relpath)]

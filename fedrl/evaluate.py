@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     if not args.model.is_file():
         parser.error(f"no such file: {args.model}")
-    model, stats, cfg = load_policy(args.model)
+    try:
+        model, stats, cfg = load_policy(args.model)
+    except Exception as exc:  # a file that is not a fedrl checkpoint fails in many ways inside torch.load
+        parser.error(f"cannot load {args.model} as a fedrl policy: {exc}")
     returns = evaluate(model, stats, cfg.env_id, args.episodes, args.seed, "human" if args.render else None)
     print(f"{cfg.env_id}: mean return {np.mean(returns):.2f} ± {np.std(returns):.2f} over {len(returns)} "
           f"episodes (deterministic policy)")

@@ -161,3 +161,13 @@ def test_return_statistics_are_merged_only_when_asked(tmp_outdir):
     scaled, _ = train(tmp_outdir, **{"normalize-reward": True})
     assert scaled.return_stats.count == scaled.env_steps
     assert scaled.stats.count == scaled.env_steps
+
+
+def test_evaluate_cli_refuses_a_file_that_is_not_a_policy(tmp_path, capsys):
+    from fedrl.evaluate import main
+
+    bogus = tmp_path / "model.pt"
+    bogus.write_text("not a checkpoint")
+    with pytest.raises(SystemExit):
+        main([str(bogus)])
+    assert "cannot load" in capsys.readouterr().err

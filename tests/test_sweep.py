@@ -71,8 +71,10 @@ def test_truncated_results_are_not_complete(tmp_path, fake_engine):
     assert not sweep.is_complete(cell)
 
 
-def test_bad_override_is_refused(tmp_path):
-    from fedrl.config import ConfigError
-
-    with pytest.raises(ConfigError, match="num-server-rounds"):
+def test_bad_override_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
         sweep.main(["--runs-dir", str(tmp_path), "--set", "num-server-rounds=0"])
+    assert "num-server-rounds = 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.main(["--runs-dir", str(tmp_path), "--set", "aggregator=lweighted"])
+    assert "--set" in capsys.readouterr().err
