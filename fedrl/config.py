@@ -66,6 +66,8 @@ class FedRLConfig:
     outdir: str = DEFAULT_OUTDIR
     device: str = "cpu"
     sim_poll_max_ms: float = 2.0
+    reply_timeout: float = 600.0
+    min_replies: int = 1
 
     @property
     def is_gradient_aggregator(self) -> bool:
@@ -111,10 +113,10 @@ class FedRLConfig:
         _choice("server-optimizer", self.server_optimizer, OPTIMIZERS)
         _choice("device", self.device, DEVICES)
         for key in ("num-server-rounds", "min-steps", "min-episodes", "num-envs-per-client",
-                    "update-epochs", "num-minibatches"):
+                    "update-epochs", "num-minibatches", "min-replies"):
             if getattr(self, _attr(key)) < 1:
                 raise ConfigError(key, getattr(self, _attr(key)), "an integer >= 1")
-        for key in ("server-lr", "client-lr", "max-grad-norm"):
+        for key in ("server-lr", "client-lr", "max-grad-norm", "reply-timeout"):
             if not getattr(self, _attr(key)) > 0:
                 raise ConfigError(key, getattr(self, _attr(key)), "a number > 0")
         for key in ("gamma", "gae-lambda"):

@@ -22,14 +22,18 @@ class LocalGrid(Grid):
     """Delivers each message to ``client_app`` in this process, one node per partition.
 
     ``tamper(instruction, reply, partition_id)`` (optional) may replace a reply before
-    the server sees it, which is how tests inject malformed replies.
+    the server sees it, or return ``None`` for a node that never answers, which is how
+    tests inject malformed and missing replies. ``reply_delay`` maps a partition to the
+    seconds before its replies can be pulled (a slow node).
     """
 
     def __init__(self, client_app: ClientApp, num_partitions: int, run_config: dict,
-                 tamper: Callable[[Message, Message, int], Message] | None = None) -> None:
+                 tamper: Callable[[Message, Message, int], Message | None] | None = None,
+                 reply_delay: dict[int, float] | None = None) -> None:
         self.client_app = client_app
         self.run_config = dict(run_config)
         self.tamper = tamper
+        self.reply_delay = dict(reply_delay or {})
         self.node_ids = [1000 + i for i in range(num_partitions)]
         self.contexts = {
             node: Context(run_id=1, node_id=node,
@@ -37,7 +41,7 @@ class LocalGrid(Grid):
                           state=RecordDict(), run_config=self.run_config)
             for i, node in enumerate(self.node_ids)
         }
-        self._replies: dict[str, Message] = {}
+        self._replies: dict[str, tuple[float, Message]] = {}
         self._run = Run.create_empty(run_id=1)
         # Messages built outside Flower's runtime take their sender and run from here.
         TaskIdentity.run_id = 1
@@ -76,15 +80,23 @@ class LocalGrid(Grid):
             except Exception as exc:  # the engine turns ClientApp exceptions into error replies too
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
             self.client_seconds += time.perf_counter() - start
+            pid = int(self.contexts[node].node_config["partition-id"])
             if self.tamper is not None:
-                reply = self.tamper(msg, reply, int(self.contexts[node].node_config["partition-id"]))
-            self._replies[msg_id] = reply
+                reply = self.tamper(msg, reply, pid)
+            if reply is not None:
+                self._replies[msg_id] = (time.monotonic() + self.reply_delay.get(pid, 0.0), reply)
             ids.append(msg_id)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        """The stored replies to ``message_ids``."""
-        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+        """The stored replies to ``message_ids`` that are ready."""
+        now = time.monotonic()
+        ready = [i for i in message_ids if i in self._replies and self._replies[i][0] <= now]
+        return [self._replies.pop(i)[1] for i in ready]
+
+    def unpulled(self) -> int:
+        """Replies that arrived but were never pulled (late replies the server ignored)."""
+        return len(self._replies)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push, then pull everything (replies are ready at once)."""

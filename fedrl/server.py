@@ -42,28 +42,43 @@ POLL_MAX_S = 0.002
 ROLLOUT_POLL_MAX_S = 0.02
 
 
-def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S) -> list[Message]:
-    """Push ``messages`` and pull every reply, polling briefly.
+MAX_ROUND_ATTEMPTS = 3
+
+
+def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S,
+             timeout_s: float | None = None) -> tuple[list[Message], list[int]]:
+    """Push ``messages`` and pull their replies, polling briefly, for at most ``timeout_s``.
+
+    Returns the replies and the destination nodes that did not reply in time. Only
+    this exchange's message ids are pulled, so a late reply to an earlier exchange is
+    never mistaken for a reply to this one.
 
     ``Grid.send_and_receive`` sleeps 3 s between pulls on a deployment; RL sends
     many small messages per round, so the poll starts at 0.5 ms and backs off to
     ``max_poll_s`` (2 ms for gradient exchanges; rollouts, which take seconds, use a
     longer one so the server does not take CPU from the clients).
     """
-    pending = set(grid.push_messages(messages))
+    ids = list(grid.push_messages(messages))
+    node_of = {msg_id: msg.metadata.dst_node_id for msg_id, msg in zip(ids, messages) if msg_id}
+    unsent = [msg.metadata.dst_node_id for msg_id, msg in zip(ids, messages) if not msg_id]
+    pending = set(node_of)
     replies: list[Message] = []
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     delay = POLL_START_S
     while pending:
         got = list(grid.pull_messages(pending))
         for msg in got:
-            pending.discard(msg.metadata.reply_to_message_id)
-            replies.append(msg)
+            if msg.metadata.reply_to_message_id in pending:
+                pending.discard(msg.metadata.reply_to_message_id)
+                replies.append(msg)
+        if deadline is not None and time.monotonic() >= deadline:
+            break
         if pending and not got:
             time.sleep(delay)
             delay = min(2 * delay, max_poll_s)
         elif got:
             delay = POLL_START_S
-    return replies
+    return replies, sorted(unsent + [node_of[i] for i in pending])
 
 
 @dataclass
@@ -72,7 +87,11 @@ class RoundLog:
 
     losses: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in LOSS_KEYS})
     rejected: int = 0
+    timed_out: int = 0
     skipped: int = 0
+    replied_partitions: list[int] = field(default_factory=list)
+    timed_out_partitions: list[str] = field(default_factory=list)
+    failed_partitions: list[str] = field(default_factory=list)
     client_rows: list[dict] = field(default_factory=list)
     exchange_s: list[float] = field(default_factory=list)
     compute_s: list[float] = field(default_factory=list)
@@ -106,6 +125,7 @@ class FederatedPPO:
         self.num_parameters = count_parameters(self.model)
         self.writer = RunWriter(cfg, run_id, {"num_parameters": self.num_parameters}) if out else None
         self.env_steps = 0
+        self.partition_of: dict[int, int] = {}
         self.history: list[dict] = []
         self._start: float | None = None
 
@@ -113,11 +133,27 @@ class FederatedPPO:
     def _state(self) -> ArrayRecord:
         return array_record({k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()})
 
-    def _send(self, nodes: Iterable[int], message_type: str, config: dict, extra: dict | None = None) -> list[Message]:
+    def _send(self, rlog: RoundLog, nodes: Iterable[int], message_type: str, config: dict,
+              extra: dict | None = None) -> list[Message]:
+        """One exchange; nodes that miss ``reply-timeout`` are counted and logged."""
         content = instruction(self._state(), config, extra)
         group = str(config["server-round"])
-        msgs = [Message(content, node, message_type, group_id=group) for node in nodes]
-        return exchange(self.grid, msgs, ROLLOUT_POLL_MAX_S if message_type == ROLLOUT else POLL_MAX_S)
+        # The TTL makes the SuperLink drop the instruction, and any reply, once we stop waiting.
+        msgs = [Message(content, node, message_type, ttl=self.cfg.reply_timeout + 1.0, group_id=group)
+                for node in nodes]
+        poll = ROLLOUT_POLL_MAX_S if message_type == ROLLOUT else POLL_MAX_S
+        replies, missing = exchange(self.grid, msgs, poll, self.cfg.reply_timeout)
+        if missing:
+            who = [self._who(node) for node in missing]
+            rlog.timed_out += len(missing)
+            rlog.timed_out_partitions += [w for w in who if w not in rlog.timed_out_partitions]
+            log.warning("round %s %s: no reply within reply-timeout=%gs from %s", config["server-round"],
+                        message_type, self.cfg.reply_timeout, ", ".join(who))
+        return replies
+
+    def _who(self, node_id: int) -> str:
+        pid = self.partition_of.get(node_id)
+        return f"partition {pid}" if pid is not None else f"node {node_id}"
 
     def _wait_for_nodes(self, timeout_s: float = 120.0) -> list[int]:
         deadline = time.monotonic() + timeout_s
@@ -134,7 +170,7 @@ class FederatedPPO:
         """Every client plays with the global policy; returns the valid replies by partition."""
         stats_arrays, count = stats_to_records(self.stats)
         return_arrays, return_count = stats_to_records(self.return_stats)
-        replies = self._send(self._wait_for_nodes(), ROLLOUT,
+        replies = self._send(rlog, self._wait_for_nodes(), ROLLOUT,
                              {"server-round": server_round, "obs-count": count, "return-count": return_count},
                              {OBS_STATS: stats_arrays, RETURN_STATS: return_arrays})
         results: dict[int, RolloutResult] = {}
@@ -146,8 +182,11 @@ class FederatedPPO:
             except InvalidReply as exc:
                 log.warning("round %d rollout: rejected reply from %s: %s", server_round, describe(msg), exc)
                 rlog.rejected += 1
+                rlog.failed_partitions.append(describe(msg))
                 continue
             results[res.partition_id] = res
+            self.partition_of[res.node_id] = res.partition_id
+        rlog.replied_partitions = sorted(results)
         for pid in sorted(results):
             if self.cfg.normalize_obs:
                 self.stats = self.stats.merge(results[pid].obs_stats)
@@ -161,6 +200,7 @@ class FederatedPPO:
 
     def _record(self, server_round: int, exchange_no: int, agg: Aggregate, rlog: RoundLog) -> None:
         rlog.rejected += len(agg.rejected)
+        rlog.failed_partitions += [who for who in agg.rejected if who not in rlog.failed_partitions]
         for update, weight, reward in zip(agg.updates, agg.weights, agg.rewards):
             for key in LOSS_KEYS:
                 rlog.losses[key].append(update.metrics[key])
@@ -193,7 +233,7 @@ class FederatedPPO:
 
     def _timed_send(self, rlog: RoundLog, nodes: list[int], message_type: str, config: dict) -> list[Message]:
         start = time.perf_counter()
-        replies = self._send(nodes, message_type, config)
+        replies = self._send(rlog, nodes, message_type, config)
         rlog.exchange_s.append(time.perf_counter() - start)
         return replies
 
@@ -213,7 +253,7 @@ class FederatedPPO:
             agg = self.aggregator.aggregate(replies, self.reference, rewards)
             self._note_compute(agg, rlog)
             self._record(server_round, 1, agg, rlog)
-            if agg.arrays is None or not self.set_parameters(agg.arrays):
+            if not self._enough(agg, server_round, 1) or not self.set_parameters(agg.arrays):
                 rlog.skipped += 1
             return
         exchange_no = 0
@@ -225,11 +265,15 @@ class FederatedPPO:
                 agg = self.aggregator.aggregate(replies, self.reference, rewards)
                 self._note_compute(agg, rlog)
                 self._record(server_round, exchange_no, agg, rlog)
-                if agg.arrays is None:
-                    log.warning("round %d exchange %d: no valid reply, step skipped", server_round, exchange_no)
+                if not self._enough(agg, server_round, exchange_no) or not self.apply_gradient(agg.arrays):
                     rlog.skipped += 1
-                elif not self.apply_gradient(agg.arrays):
-                    rlog.skipped += 1
+
+    def _enough(self, agg: Aggregate, server_round: int, exchange_no: int) -> bool:
+        if agg.arrays is not None and len(agg.updates) >= self.cfg.min_replies:
+            return True
+        log.warning("round %d exchange %d: %d valid replies, fewer than min-replies=%d; step skipped",
+                    server_round, exchange_no, len(agg.updates), self.cfg.min_replies)
+        return False
 
     # -- the run ----------------------------------------------------------------------------
     def run_round(self, server_round: int) -> dict:
@@ -238,12 +282,20 @@ class FederatedPPO:
         if self._start is None:
             self._start = round_start
         rlog = RoundLog()
-        results = self.rollout_phase(server_round, rlog)
-        if results:
-            self.update_phase(server_round, results, rlog)
+        round_steps = 0
+        for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
+            results = self.rollout_phase(server_round, rlog)
+            # Steps of a retried attempt were played all the same, so they count.
+            round_steps += sum(r.num_steps for r in results.values())
+            if len(results) >= self.cfg.min_replies:
+                break
+            log.warning("round %d: %d valid rollout replies, fewer than min-replies=%d (attempt %d of %d)",
+                        server_round, len(results), self.cfg.min_replies, attempt, MAX_ROUND_ATTEMPTS)
         else:
-            log.error("round %d: no valid rollout reply; nothing to train on", server_round)
-        round_steps = sum(r.num_steps for r in results.values())
+            raise RuntimeError(f"round {server_round}: fewer than min-replies={self.cfg.min_replies} valid rollout "
+                               f"replies in {MAX_ROUND_ATTEMPTS} attempts; stopping the run (results so far are "
+                               f"saved{' in ' + str(self.writer.path) if self.writer else ''})")
+        self.update_phase(server_round, results, rlog)
         self.env_steps += round_steps
         returns = [x for r in results.values() for x in r.episode_returns]
         now = time.perf_counter()
@@ -257,6 +309,7 @@ class FederatedPPO:
                for k, v in rlog.losses.items() if k != "clipfrac"},
             "clients": len(results),
             "rejected_replies": rlog.rejected,
+            "timed_out": rlog.timed_out,
             "skipped_steps": rlog.skipped,
             "exchanges": len(rlog.exchange_s),
             "exchange_ms_mean": 1e3 * float(np.mean(rlog.exchange_s)) if rlog.exchange_s else float("nan"),
@@ -269,10 +322,12 @@ class FederatedPPO:
             self.writer.clients(rlog.client_rows)
             self.writer.round(row)
             self.writer.save_model(self.model, self.stats)
-        log.info("[round %d/%d] env_steps=%d return=%.1f±%.1f episodes=%d loss=%.4f kl=%.4f clients=%d "
-                 "rejected=%d sps=%.0f t=%.1fs", server_round, self.cfg.num_server_rounds, self.env_steps,
-                 row["episodic_return_mean"], row["episodic_return_std"], row["episodes"], row["loss_mean"],
-                 row["approx_kl_mean"], row["clients"], row["rejected_replies"], row["sps"], row["wall_time_s"])
+        log.info("[round %d/%d] env_steps=%d return=%.1f±%.1f episodes=%d loss=%.4f kl=%.4f sps=%.0f t=%.1fs "
+                 "replied=[%s] timed_out=[%s] failed=[%s]", server_round, self.cfg.num_server_rounds,
+                 self.env_steps, row["episodic_return_mean"], row["episodic_return_std"], row["episodes"],
+                 row["loss_mean"], row["approx_kl_mean"], row["sps"], row["wall_time_s"],
+                 ",".join(map(str, rlog.replied_partitions)), "; ".join(rlog.timed_out_partitions),
+                 "; ".join(rlog.failed_partitions))
         return row
 
     def run(self) -> list[dict]:

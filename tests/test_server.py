@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -74,7 +75,7 @@ def test_clients_csv_weights_match_the_rule(tmp_outdir):
 
 
 def nan_gradients_from(bad_pid):
-    def tamper(msg: Message, reply: Message, pid: int) -> Message:
+    def tamper(msg: Message, reply: Message, pid: int) -> Message:  # noqa: ARG001
         if pid == bad_pid and reply.has_content() and GRADS in reply.content.array_records:
             grads = reply.content.array_records[GRADS]
             key = next(iter(grads.keys()))
@@ -171,3 +172,49 @@ def test_evaluate_cli_refuses_a_file_that_is_not_a_policy(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(bogus)])
     assert "cannot load" in capsys.readouterr().err
+
+
+def test_silent_node_times_out_and_the_rest_train(tmp_outdir, caplog):
+    def silent_in_updates(msg: Message, reply: Message, pid: int):
+        return None if pid == 1 and msg.metadata.message_type == "train.gradient" else reply
+
+    with caplog.at_level("WARNING", logger="fedrl"):
+        server, history = train(tmp_outdir, tamper=silent_in_updates, **{"reply-timeout": 0.05})
+    assert all(h["timed_out"] == 4 and h["skipped_steps"] == 0 for h in history)
+    assert any("no reply within reply-timeout" in r.message and "partition 1" in r.message for r in caplog.records)
+    rows = read_csv(server.writer.path / "rounds.csv")
+    assert [int(r["timed_out"]) for r in rows] == [4, 4]
+
+
+def test_late_replies_are_never_applied(tmp_outdir):
+    from client_app import app
+
+    rc = {**TINY, "outdir": tmp_outdir, "reply-timeout": 0.05}
+    grid = LocalGrid(app, 2, rc, reply_delay={1: 0.2})
+    server = FederatedPPO(FedRLConfig.from_run_config(rc), grid, run_id=3)
+    history = server.run()
+    # Partition 1 always answers after the timeout: it never takes part, yet its replies did arrive.
+    assert all(h["clients"] == 1 for h in history)
+    clients = read_csv(server.writer.path / "clients.csv")
+    assert {r["partition_id"] for r in clients} == {"0"}
+    time.sleep(0.25)
+    assert grid.unpulled() == len([r for r in clients if r["exchange"] == "0"])
+
+
+def test_too_few_rollout_replies_retry_then_stop(tmp_outdir):
+    attempts = []
+
+    def one_silent(msg: Message, reply: Message, pid: int):
+        if msg.metadata.message_type == "train.rollout" and pid == 1:
+            attempts.append(msg.metadata.group_id)
+            return None
+        return reply
+
+    with pytest.raises(RuntimeError, match="min-replies=2"):
+        train(tmp_outdir, tamper=one_silent, **{"reply-timeout": 0.05, "min-replies": 2})
+    assert attempts == ["1", "1", "1"]
+
+
+def test_too_few_update_replies_skip_the_step(tmp_outdir):
+    server, history = train(tmp_outdir, tamper=nan_gradients_from(1), **{"min-replies": 2})
+    assert all(h["skipped_steps"] == 4 for h in history)
