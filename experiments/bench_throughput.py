@@ -13,6 +13,7 @@ import argparse
 import time
 
 import gymnasium as gym
+import numpy as np
 
 from experiments.common import simulate, steady_sps
 from fedrl.config import FedRLConfig
@@ -54,12 +55,23 @@ def main() -> None:
         single_sps = steady_sps(single)
         raw = raw_env_sps(env_id)
         print(f"{env_id}: single process {single_sps:7.0f} sps; raw random-action env {raw:7.0f} sps")
+        round_ms = 1e3 * (single[-1]["wall_time_s"] - single[0]["wall_time_s"]) / (len(single) - 1)
+        rollout_ms = np.mean([r["rollout_ms"] for r in single[1:]])
+        print(f"  single process: iteration {round_ms:6.0f} ms = rollout {rollout_ms:6.0f} ms "
+              f"+ updates {round_ms - rollout_ms:6.0f} ms")
         for config, rows in zip(configs, sims):
             if config["env-id"] != env_id:
                 continue
             sim_sps = steady_sps(rows)
             print(f"  simulation (sim-poll-max-ms={config['sim-poll-max-ms']:g}): {sim_sps:7.0f} sps  "
                   f"ratio to single {sim_sps / single_sps:.2f} (target >= 1.5)  ratio to raw env {sim_sps / raw:.3f}")
+            steady = rows[1:]
+            round_ms = 1e3 * (rows[-1]["wall_time_s"] - rows[0]["wall_time_s"]) / len(steady)
+            rollout = np.mean([r["rollout_ms"] for r in steady])
+            compute = np.mean([r["rollout_compute_ms"] for r in steady])
+            updates = np.mean([r["exchanges"] * r["exchange_ms_mean"] for r in steady])
+            print(f"  simulation: round {round_ms:6.0f} ms = rollout {rollout:6.0f} ms (slowest client {compute:6.0f} ms)"
+                  f" + updates {updates:6.0f} ms + other {round_ms - rollout - updates:5.0f} ms")
 
 
 if __name__ == "__main__":

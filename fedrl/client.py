@@ -98,6 +98,7 @@ def _stored_rollout(context: Context, server_round: int) -> dict[str, np.ndarray
 
 def handle_rollout(message: Message, context: Context) -> Message:
     """Play this round's episodes with the global policy and keep them for the update exchanges."""
+    start = time.perf_counter()
     cfg, pid, model, device = _setup(message, context)
     conf = message.content.config_records[CONFIG]
     server_round = int(conf["server-round"])
@@ -117,6 +118,7 @@ def handle_rollout(message: Message, context: Context) -> Message:
         "episode-returns": rollout.episode_returns,
         "obs-count": seen_count,
         "return-count": return_count,
+        "compute-s": time.perf_counter() - start,
     })
     return Message(RecordDict({METRICS: metrics, OBS_STATS: seen_arrays, RETURN_STATS: return_arrays}),
                    reply_to=message)

@@ -16,7 +16,8 @@ from fedrl.runtime import versions
 
 ROUND_COLUMNS = ("round", "env_steps", "episodic_return_mean", "episodic_return_std", "episodes", "loss_mean",
                  "policy_loss_mean", "value_loss_mean", "entropy_mean", "approx_kl_mean", "clients",
-                 "rejected_replies", "timed_out", "skipped_steps", "exchanges", "exchange_ms_mean",
+                 "rejected_replies", "timed_out", "skipped_steps", "rollout_ms", "rollout_compute_ms", "exchanges",
+                 "exchange_ms_mean",
                  "client_compute_ms_mean", "sps", "wall_time_s")
 CLIENT_COLUMNS = ("round", "exchange", "partition_id", "episodic_return", "loss", "num_steps", "weight")
 

@@ -50,6 +50,7 @@ class RolloutResult:
     num_steps: int
     obs_stats: RunningStats
     return_stats: RunningStats
+    compute_s: float = float("nan")
 
     @property
     def episodic_return(self) -> float:
@@ -168,8 +169,10 @@ def parse_rollout_reply(msg: Message, obs_shape: tuple[int, ...]) -> RolloutResu
                            f"{metrics['num-steps']} steps")
     stats = _stats(msg, OBS_STATS, metrics["obs-count"], obs_shape)
     return_stats = _stats(msg, RETURN_STATS, metrics["return-count"], (1,))
+    compute = record.get("compute-s")
     return RolloutResult(int(metrics["partition-id"]), msg.metadata.src_node_id, [float(r) for r in returns],
-                         int(metrics["num-steps"]), stats, return_stats)
+                         int(metrics["num-steps"]), stats, return_stats,
+                         float(compute) if isinstance(compute, (int, float)) and math.isfinite(compute) else float("nan"))
 
 
 def _stats(msg: Message, name: str, count: float, shape: tuple[int, ...]) -> RunningStats:

@@ -95,6 +95,8 @@ class RoundLog:
     client_rows: list[dict] = field(default_factory=list)
     exchange_s: list[float] = field(default_factory=list)
     compute_s: list[float] = field(default_factory=list)
+    rollout_s: float = 0.0
+    rollout_compute_s: float = float("nan")
 
 
 class FederatedPPO:
@@ -170,9 +172,11 @@ class FederatedPPO:
         """Every client plays with the global policy; returns the valid replies by partition."""
         stats_arrays, count = stats_to_records(self.stats)
         return_arrays, return_count = stats_to_records(self.return_stats)
+        start = time.perf_counter()
         replies = self._send(rlog, self._wait_for_nodes(), ROLLOUT,
                              {"server-round": server_round, "obs-count": count, "return-count": return_count},
                              {OBS_STATS: stats_arrays, RETURN_STATS: return_arrays})
+        rlog.rollout_s += time.perf_counter() - start
         results: dict[int, RolloutResult] = {}
         for msg in replies:
             try:
@@ -187,6 +191,8 @@ class FederatedPPO:
             results[res.partition_id] = res
             self.partition_of[res.node_id] = res.partition_id
         rlog.replied_partitions = sorted(results)
+        if results:
+            rlog.rollout_compute_s = max(r.compute_s for r in results.values())
         for pid in sorted(results):
             if self.cfg.normalize_obs:
                 self.stats = self.stats.merge(results[pid].obs_stats)
@@ -311,6 +317,8 @@ class FederatedPPO:
             "rejected_replies": rlog.rejected,
             "timed_out": rlog.timed_out,
             "skipped_steps": rlog.skipped,
+            "rollout_ms": 1e3 * rlog.rollout_s,
+            "rollout_compute_ms": 1e3 * rlog.rollout_compute_s,
             "exchanges": len(rlog.exchange_s),
             "exchange_ms_mean": 1e3 * float(np.mean(rlog.exchange_s)) if rlog.exchange_s else float("nan"),
             "client_compute_ms_mean": 1e3 * float(np.mean(rlog.compute_s)) if rlog.compute_s else float("nan"),

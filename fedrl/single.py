@@ -42,8 +42,10 @@ def train_single(cfg: FedRLConfig, iterations: int, steps_per_iteration: int | N
     rollout_cfg = cfg.replace(min_steps=steps_per_iteration or cfg.min_steps)
     rows, env_steps, start = [], 0, time.perf_counter()
     for it in range(1, iterations + 1):
+        t0 = time.perf_counter()
         rollout = collect_rollout(model, stats, envs, rollout_cfg, client_seed(cfg.seed, 0, it), device,
                                   return_stats if cfg.normalize_reward else None)
+        rollout_s = time.perf_counter() - t0
         if cfg.normalize_obs:
             stats = stats.merge(rollout.obs_stats)
         if cfg.normalize_reward:
@@ -53,7 +55,8 @@ def train_single(cfg: FedRLConfig, iterations: int, steps_per_iteration: int | N
         env_steps += rollout.num_steps
         rows.append({"iteration": it, "env_steps": env_steps,
                      "episodic_return_mean": float(np.mean(rollout.episode_returns)),
-                     "loss_mean": parts["loss"], "wall_time_s": time.perf_counter() - start})
+                     "loss_mean": parts["loss"], "rollout_ms": 1e3 * rollout_s,
+                     "wall_time_s": time.perf_counter() - start})
         if verbose:
             print(f"[iteration {it}/{iterations}] env_steps={env_steps} "
                   f"return={rows[-1]['episodic_return_mean']:.1f} loss={parts['loss']:.4f} "
