@@ -2,9 +2,9 @@
 
 Round protocol (the paper's Algorithm 1):
 
-* ``train.rollout``: server sends ``model`` + global ``obs-stats``; the client plays,
-  keeps its rollout in ``context.state`` and replies with ``metrics`` (returns, steps)
-  and the ``obs-stats`` of what it saw.
+* ``train.rollout``: server sends ``model`` + global ``obs-stats`` and ``return-stats``;
+  the client plays, keeps its rollout in ``context.state`` and replies with ``metrics``
+  (episode returns, steps) and the ``obs-stats``/``return-stats`` of what it saw.
 * ``train.gradient``: server sends ``model`` and which epoch/minibatch; the client
   replies with ``grads`` (keyed like the model) and its loss parts in ``metrics``.
 * ``train.local`` (FedAvg/FedProx): the client trains locally and replies ``model``.
@@ -98,16 +98,13 @@ def numpy_state(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in record.items()}
 
 
-def _partition_of(msg: Message) -> tuple[int, str]:
-    metrics = msg.content.metric_records.get(METRICS) if msg.has_content() else None
-    if metrics is None or "partition-id" not in metrics:
-        return -1, f"node {msg.metadata.src_node_id}"
-    return int(metrics["partition-id"]), f"partition {int(metrics['partition-id'])}"
-
-
 def describe(msg: Message) -> str:
-    """Who sent ``msg``, for log lines ("partition 3" or "node 123" if it did not say)."""
-    return _partition_of(msg)[1]
+    """Who sent ``msg``, for log lines ("partition 3", or "node 123" if it did not say)."""
+    metrics = msg.content.metric_records.get(METRICS) if msg.has_content() else None
+    pid = metrics.get("partition-id") if metrics is not None else None
+    if isinstance(pid, int) and not isinstance(pid, bool):
+        return f"partition {pid}"
+    return f"node {msg.metadata.src_node_id}"
 
 
 def _content(msg: Message) -> RecordDict:

@@ -40,8 +40,6 @@ log = logging.getLogger("fedrl")
 POLL_START_S = 0.0005
 POLL_MAX_S = 0.002
 ROLLOUT_POLL_MAX_S = 0.02
-
-
 MAX_ROUND_ATTEMPTS = 3
 
 
