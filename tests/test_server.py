@@ -15,6 +15,7 @@ from flwr.app import Array, Error, Message
 from fedrl.config import FedRLConfig
 from fedrl.evaluate import evaluate
 from fedrl.local import LocalGrid
+from fedrl.normalizer import RunningStats
 from fedrl.outputs import CLIENT_COLUMNS, ROUND_COLUMNS, load_policy
 from fedrl.protocol import GRADS
 from fedrl.server import FederatedPPO
@@ -218,3 +219,18 @@ def test_too_few_rollout_replies_retry_then_stop(tmp_outdir):
 def test_too_few_update_replies_skip_the_step(tmp_outdir):
     server, history = train(tmp_outdir, tamper=nan_gradients_from(1), **{"min-replies": 2})
     assert all(h["skipped_steps"] == 4 for h in history)
+
+
+def test_server_statistics_equal_the_pooled_observations_of_both_clients(tmp_outdir):
+    from client_app import app
+
+    rc = {**TINY, "num-server-rounds": 1, "outdir": tmp_outdir}
+    grid = LocalGrid(app, 2, rc)
+    server = FederatedPPO(FedRLConfig.from_run_config(rc), grid, run_id=5, out=False)
+    server.run()
+    # Round 1 runs with empty statistics, so the stored (normalised) observations are the raw ones.
+    pooled = np.concatenate([ctx.state.array_records["rollout"]["obs"].numpy() for ctx in grid.contexts.values()])
+    expected = RunningStats.from_batch(pooled.astype(np.float64))
+    assert server.stats.count == expected.count == server.env_steps
+    np.testing.assert_allclose(server.stats.mean, expected.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(server.stats.var, expected.var, rtol=1e-4, atol=1e-6)
