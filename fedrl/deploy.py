@@ -65,7 +65,7 @@ def make_certificates(outdir: Path, hosts: list[str]) -> dict[str, Path]:
     clash = [str(p) for p in paths.values() if p.exists()]
     if clash:
         raise FileExistsError(f"{', '.join(clash)} exist; fedrl.deploy never overwrites credentials")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key, server_key = _key(), _key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedrl CA")])
     ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
