@@ -1,7 +1,9 @@
-"""Credentials for a real deployment: a CA, a SuperLink certificate and SuperNode keys.
+"""Deployment helpers: credentials, and a local test deployment on loopback.
 
     python -m fedrl.deploy certs --dir certs --host superlink.example.org --host 10.0.0.5
     python -m fedrl.deploy node-keys --dir keys --count 4
+    python -m fedrl.deploy local-up --dir /tmp/fedrl-deploy --nodes 2 [--insecure]
+    python -m fedrl.deploy local-down --dir /tmp/fedrl-deploy
 
 ``certs`` writes ``ca.key``/``ca.crt`` and ``server.key``/``server.pem`` (signed by the CA)
 whose subject alternative names are ``localhost``, ``127.0.0.1``, ``::1`` and every
@@ -10,14 +12,27 @@ the SuperLink on any of those addresses. ``node-keys`` writes one ECDSA P-384 ke
 per SuperNode in OpenSSH format (``node-I`` and ``node-I.pub``), what
 ``flower-supernode --auth-supernode-private-key`` and ``flwr supernode register`` take.
 Existing files are never overwritten.
+
+``local-up`` starts a SuperLink and N SuperNodes on free loopback ports, by default with
+TLS and SuperNode authentication (credentials made as above and the keys registered
+with ``flwr supernode register``), writes a ``flwr`` connection named ``local-deployment``
+into ``<dir>/flwr-home/config.toml`` and the PIDs into ``<dir>/pids.json``;
+``local-down`` stops exactly those processes (and their children) by PID.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from cryptography import x509
@@ -27,6 +42,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 VALID_DAYS = 825
+CONNECTION = "local-deployment"
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -110,6 +126,152 @@ def make_node_keys(outdir: Path, count: int, start: int = 0) -> list[tuple[Path,
     return pairs
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{log.stem} exited with {proc.returncode}; see {log}:\n{log.read_text()[-2000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{log.stem} did not open port {port} within {timeout:.0f} s; see {log}")
+
+
+class LocalDeployment:
+    """A SuperLink and ``nodes`` SuperNodes on loopback (deployment engine, not simulation).
+
+    ``secure`` (the default) means TLS with a fresh CA and SuperNode authentication
+    with registered keys; ``secure=False`` is ``--insecure`` and is for loopback tests
+    only. Every process is started in its own session and stopped by PID.
+    """
+
+    def __init__(self, workdir: Path, nodes: int, secure: bool = True) -> None:
+        if nodes < 1:
+            raise ValueError(f"--nodes must be >= 1, got {nodes}")
+        self.dir = workdir.resolve()
+        self.nodes = nodes
+        self.secure = secure
+        self.home = self.dir / "flwr-home"
+        self.logs = self.dir / "logs"
+        self.port = 0
+        self.procs: dict[str, subprocess.Popen] = {}
+        bindir = str(Path(sys.executable).parent)
+        self.env = {**os.environ, "FLWR_HOME": str(self.home), "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
+                    "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+    def _tls_args(self, server: bool) -> list[str]:
+        if not self.secure:
+            return ["--insecure"]
+        certs = self.dir / "certs"
+        if server:
+            return ["--ssl-ca-certfile", str(certs / "ca.crt"), "--ssl-certfile", str(certs / "server.pem"),
+                    "--ssl-keyfile", str(certs / "server.key"), "--enable-supernode-auth"]
+        return ["--root-certificates", str(certs / "ca.crt")]
+
+    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        with open(self.logs / f"{name}.log", "w") as out:
+            proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        self._save_pids()
+        return proc
+
+    def _save_pids(self) -> None:
+        (self.dir / "pids.json").write_text(json.dumps({k: p.pid for k, p in self.procs.items()}, indent=2))
+
+    def node_key(self, i: int) -> Path:
+        """The private key of SuperNode ``i`` (secure mode)."""
+        return self.dir / "keys" / f"node-{i}"
+
+    def register(self, public_key: Path) -> subprocess.CompletedProcess:
+        """``flwr supernode register`` a public key with this SuperLink."""
+        return subprocess.run(["flwr", "supernode", "register", str(public_key), CONNECTION], env=self.env,
+                              capture_output=True, text=True, check=False)
+
+    def start_supernode(self, i: int, key: Path | None = None, name: str | None = None,
+                        max_retries: int | None = None) -> subprocess.Popen:
+        """Start a SuperNode for partition ``i``, logged and tracked as ``name`` (default ``supernode-i``).
+
+        ``key`` overrides its authentication key; ``max_retries`` bounds its connection attempts.
+        """
+        cmd = ["flower-supernode", *self._tls_args(server=False), "--superlink", f"127.0.0.1:{self.port}",
+               "--node-config", f"partition-id={i} num-partitions={self.nodes}",
+               "--host", "127.0.0.1", "--port", str(_free_port())]
+        if self.secure:
+            cmd += ["--auth-supernode-private-key", str(key or self.node_key(i))]
+        if max_retries is not None:
+            cmd += ["--max-retries", str(max_retries)]
+        return self._spawn(name or f"supernode-{i}", cmd)
+
+    def start(self) -> LocalDeployment:
+        """Start everything; returns self. Raises with the log's tail if a process fails."""
+        for d in (self.dir, self.home, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        if self.secure:
+            if not (self.dir / "certs" / "ca.crt").exists():
+                make_certificates(self.dir / "certs", [])
+            if not self.node_key(0).exists():
+                make_node_keys(self.dir / "keys", self.nodes)
+        self.port = _free_port()
+        tls = (f'root-certificates = "{self.dir / "certs" / "ca.crt"}"' if self.secure else "insecure = true")
+        (self.home / "config.toml").write_text(f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+                                               f'address = "127.0.0.1:{self.port}"\n{tls}\n')
+        link = self._spawn("superlink", ["flower-superlink", *self._tls_args(server=True), "--host", "127.0.0.1",
+                                         "--port", str(self.port), "--isolation", "subprocess",
+                                         "--disable-runtime-dependency-installation",
+                                         "--database", str(self.dir / "state.db")])
+        _wait_for_port(self.port, link, self.logs / "superlink.log")
+        if self.secure:
+            for i in range(self.nodes):
+                done = self.register(self.node_key(i).with_suffix(".pub"))
+                if done.returncode != 0:
+                    raise RuntimeError(f"registering node {i} failed: {done.stdout}{done.stderr}")
+        for i in range(self.nodes):
+            self.start_supernode(i)
+        return self
+
+    def stop(self) -> None:
+        """Stop every process this deployment started (SIGTERM, then SIGKILL after 15 s)."""
+        stop_pids({k: p.pid for k, p in self.procs.items()})
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
+        self.procs.clear()
+
+    def __enter__(self) -> LocalDeployment:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def stop_pids(pids: dict[str, int], grace_s: float = 15.0) -> None:
+    """SIGTERM each process group in ``pids``, then SIGKILL what is still alive after ``grace_s``."""
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for pid in pids.values():
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m fedrl.deploy", description=__doc__.splitlines()[0])
@@ -121,15 +283,39 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("--dir", type=Path, required=True)
     keys.add_argument("--count", type=int, required=True)
     keys.add_argument("--start", type=int, default=0, help="index of the first key (default 0)")
+    up = sub.add_parser("local-up", help="SuperLink + N SuperNodes on loopback")
+    up.add_argument("--dir", type=Path, required=True)
+    up.add_argument("--nodes", type=int, default=2)
+    up.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (loopback tests only)")
+    down = sub.add_parser("local-down", help="stop what local-up started")
+    down.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
         if args.command == "certs":
             paths = make_certificates(args.dir, args.host)
             print("\n".join(f"{k}: {v}" for k, v in paths.items()))
-        else:
+        elif args.command == "node-keys":
             for private, public in make_node_keys(args.dir, args.count, args.start):
                 print(f"{private}  {public}")
-    except (ValueError, FileExistsError) as exc:
+        elif args.command == "local-up":
+            dep = LocalDeployment(args.dir, args.nodes, secure=not args.insecure)
+            try:
+                dep.start()
+            except BaseException:
+                dep.stop()
+                raise
+            print(f"SuperLink on 127.0.0.1:{dep.port} ({'TLS + node auth' if dep.secure else 'insecure'}), "
+                  f"{args.nodes} SuperNodes; logs in {dep.logs}\n"
+                  f"  export FLWR_HOME={dep.home}\n  flwr run . {CONNECTION} --stream\n"
+                  f"  python -m fedrl.deploy local-down --dir {args.dir}")
+        else:
+            pids_file = args.dir / "pids.json"
+            if not pids_file.is_file():
+                parser.error(f"{pids_file} not found: nothing started by local-up in {args.dir}")
+            stop_pids(json.loads(pids_file.read_text()))
+            pids_file.unlink()
+            print(f"stopped the processes listed in {pids_file}")
+    except (ValueError, FileExistsError, RuntimeError) as exc:
         parser.error(str(exc))
     return 0
 

@@ -1,0 +1,83 @@
+"""End to end on Flower's deployment engine: SuperLink + 2 SuperNodes on loopback.
+
+Slow by nature (Flower's stock SuperNode polls every few seconds and starts a ClientApp
+process per message), so the budgets are the smallest that still exercise the protocol.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fedrl.deploy import CONNECTION, LocalDeployment, make_node_keys
+from fedrl.launch import flwr_run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "min-steps=64 min-episodes=1 update-epochs=1 num-minibatches=1"
+
+
+def rounds_of(outdir: Path) -> list[dict]:
+    files = list(outdir.glob("*/rounds.csv"))
+    if not files:
+        return []
+    with open(files[0], newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_outputs(outdir: Path, rounds: int) -> list[dict]:
+    (run_dir,) = list(outdir.iterdir())
+    for name in ("config.json", "rounds.csv", "clients.csv", "model.pt"):
+        assert (run_dir / name).is_file(), name
+    rows = rounds_of(outdir)
+    assert len(rows) == rounds
+    for row in rows:
+        for col in ("env_steps", "episodic_return_mean", "loss_mean", "wall_time_s"):
+            assert math.isfinite(float(row[col])), col
+    return rows
+
+
+def test_insecure_loopback_deployment(tmp_path):
+    outdir = tmp_path / "runs"
+    with LocalDeployment(tmp_path / "dep", nodes=2, secure=False) as dep:
+        run_id, status, results = flwr_run(str(ROOT), [f'num-server-rounds=2 {TINY} outdir="{outdir}"'], [],
+                                           CONNECTION, dep.env, echo=False)
+    assert status == "finished:completed", status
+    rows = check_outputs(outdir, 2)
+    assert all(int(r["clients"]) == 2 for r in rows)
+
+
+def test_tls_and_node_authentication(tmp_path):
+    outdir = tmp_path / "runs"
+    with LocalDeployment(tmp_path / "dep", nodes=2) as dep:
+        rogue = make_node_keys(tmp_path / "rogue", 1)[0][0]
+        intruder = dep.start_supernode(0, key=rogue, name="intruder", max_retries=2)
+        assert intruder.wait(timeout=120) != 0  # an unregistered key is refused
+        run_id, status, _ = flwr_run(str(ROOT), [f'num-server-rounds=1 {TINY} outdir="{outdir}"'], [],
+                                     CONNECTION, dep.env, echo=False)
+    assert status == "finished:completed", status
+    assert "Failed to activate SuperNode" in (dep.logs / "intruder.log").read_text()
+    check_outputs(outdir, 1)
+
+
+def test_killed_supernode_run_still_completes(tmp_path):
+    outdir = tmp_path / "runs"
+    overrides = f'num-server-rounds=3 {TINY} reply-timeout=15.0 outdir="{outdir}"'
+    with LocalDeployment(tmp_path / "dep", nodes=2, secure=False) as dep:
+        proc = subprocess.Popen(["flwr", "run", str(ROOT), CONNECTION, "--stream", "--run-config", overrides],
+                                env={**dep.env, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while len(rounds_of(outdir)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        dep.procs["supernode-1"].kill()
+        proc.wait(timeout=400)
+        rows = rounds_of(outdir)
+    assert len(rows) == 3, rows
+    assert int(rows[0]["clients"]) == 2
+    assert all(int(r["clients"]) == 1 for r in rows[1:])
+    assert sum(int(r["timed_out"]) for r in rows[1:]) >= 1
