@@ -64,9 +64,9 @@ def test_tls_and_node_authentication(tmp_path):
     check_outputs(outdir, 1)
 
 
-def test_killed_supernode_run_still_completes(tmp_path):
+def test_killed_supernode_run_completes_and_a_restarted_one_rejoins(tmp_path):
     outdir = tmp_path / "runs"
-    overrides = f'num-server-rounds=3 {TINY} reply-timeout=15.0 outdir="{outdir}"'
+    overrides = f'num-server-rounds=4 {TINY} reply-timeout=15.0 outdir="{outdir}"'
     with LocalDeployment(tmp_path / "dep", nodes=2, secure=False) as dep:
         proc = subprocess.Popen(["flwr", "run", str(ROOT), CONNECTION, "--stream", "--run-config", overrides],
                                 env={**dep.env, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"},
@@ -75,9 +75,13 @@ def test_killed_supernode_run_still_completes(tmp_path):
         while len(rounds_of(outdir)) < 1 and time.monotonic() < deadline:
             time.sleep(0.5)
         dep.procs["supernode-1"].kill()
-        proc.wait(timeout=400)
+        while len(rounds_of(outdir)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        dep.start_supernode(1, name="supernode-1-restarted")
+        proc.wait(timeout=600)
         rows = rounds_of(outdir)
-    assert len(rows) == 3, rows
-    assert int(rows[0]["clients"]) == 2
-    assert all(int(r["clients"]) == 1 for r in rows[1:])
+    assert len(rows) == 4, rows
+    clients = [int(r["clients"]) for r in rows]
+    assert clients[0] == 2 and clients[1] == 1  # killed during round 2
     assert sum(int(r["timed_out"]) for r in rows[1:]) >= 1
+    assert clients[-1] == 2  # the restarted SuperNode (partition 1) takes part again
