@@ -11,6 +11,7 @@ import functools
 import json
 import time
 
+import gymnasium as gym
 import numpy as np
 import torch
 from flwr.app import (
@@ -66,7 +67,7 @@ def _model(env_id: str, model_size: str, device: str) -> ActorCritic:
 
 
 @functools.lru_cache(maxsize=4)
-def _envs(env_id: str, num_envs: int):  # noqa: ANN202 - gymnasium vector env
+def _envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
     return make_vector_env(env_id, num_envs)
 
 

@@ -69,6 +69,10 @@ def test_presets_are_valid():
         ("aggregator", 3, "quoted string"),
         ("server-lr", float("nan"), "finite"),
         ("device", "tpu", "cpu"),
+        ("reply-timeout", 0.0, "> 0"),
+        ("min-replies", 0, ">= 1"),
+        ("sim-poll-max-ms", -1.0, ">= 0"),
+        ("normalize-reward", "yes", "true or false"),
         ("agregator", "rweighted", "one of"),
     ],
 )
