@@ -12,8 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from fedrl.deploy import CONNECTION, LocalDeployment, make_node_keys
 from fedrl.launch import flwr_run
 
