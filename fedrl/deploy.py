@@ -29,7 +29,6 @@ import ipaddress
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedrl.superlink import free_port, wait_for_port
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 VALID_DAYS = 825
@@ -126,24 +127,6 @@ def make_node_keys(outdir: Path, count: int, start: int = 0) -> list[tuple[Path,
     return pairs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{log.stem} exited with {proc.returncode}; see {log}:\n{log.read_text()[-2000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{log.stem} did not open port {port} within {timeout:.0f} s; see {log}")
-
-
 class LocalDeployment:
     """A SuperLink and ``nodes`` SuperNodes on loopback (deployment engine, not simulation).
 
@@ -202,7 +185,7 @@ class LocalDeployment:
         """
         cmd = ["flower-supernode", *self._tls_args(server=False), "--superlink", f"127.0.0.1:{self.port}",
                "--node-config", f"partition-id={i} num-partitions={self.nodes}",
-               "--host", "127.0.0.1", "--port", str(_free_port())]
+               "--host", "127.0.0.1", "--port", str(free_port())]
         if self.secure:
             cmd += ["--auth-supernode-private-key", str(key or self.node_key(i))]
         if max_retries is not None:
@@ -218,7 +201,7 @@ class LocalDeployment:
                 make_certificates(self.dir / "certs", [])
             if not self.node_key(0).exists():
                 make_node_keys(self.dir / "keys", self.nodes)
-        self.port = _free_port()
+        self.port = free_port()
         tls = (f'root-certificates = "{self.dir / "certs" / "ca.crt"}"' if self.secure else "insecure = true")
         (self.home / "config.toml").write_text(f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
                                                f'address = "127.0.0.1:{self.port}"\n{tls}\n')
@@ -226,7 +209,7 @@ class LocalDeployment:
                                          "--port", str(self.port), "--isolation", "subprocess",
                                          "--disable-runtime-dependency-installation",
                                          "--database", str(self.dir / "state.db")])
-        _wait_for_port(self.port, link, self.logs / "superlink.log")
+        wait_for_port(self.port, link, self.logs / "superlink.log")
         if self.secure:
             for i in range(self.nodes):
                 done = self.register(self.node_key(i).with_suffix(".pub"))

@@ -27,16 +27,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    """Return once ``proc`` listens on ``port``; raise with the tail of ``log`` if it exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"SuperLink exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"{log.stem} exited with {proc.returncode}; see {log}:\n{log.read_text()[-3000:]}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"SuperLink did not open port {port} in {timeout} s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"{log.stem} did not open port {port} within {timeout:.0f} s; see {log}:\n"
+                       f"{log.read_text()[-3000:]}")
 
 
 @contextlib.contextmanager
@@ -65,7 +67,7 @@ def simulation_superlink(tmp: Path) -> Iterator[dict[str, str]]:
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for_port(port, proc, log)
+        wait_for_port(port, proc, log)
         yield env
     finally:
         with contextlib.suppress(ProcessLookupError):
