@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 import tempfile
 from pathlib import Path
 
-from fedrl.launch import flwr_run
+from fedrl.launch import flwr_run, to_overrides
 from fedrl.superlink import CONNECTION, simulation_superlink
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def toml_overrides(config: dict) -> str:
-    """A ``--run-config`` string (strings quoted, as TOML wants)."""
-    return " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v}"
-                    for k, v in config.items())
 
 
 def read_rounds(run_dir: str | Path) -> list[dict[str, float]]:
@@ -31,7 +24,7 @@ def simulate(configs: list[dict], clients: int) -> list[list[dict[str, float]]]:
     with tempfile.TemporaryDirectory() as tmp, simulation_superlink(Path(tmp)) as env:
         for config in configs:
             config = {**config, "outdir": str(Path(tmp) / "runs")}
-            run_id, status, results = flwr_run(str(ROOT), [toml_overrides(config)],
+            run_id, status, results = flwr_run(str(ROOT), [to_overrides(config)],
                                                [f"num-supernodes={clients} client-resources-num-cpus=1"],
                                                CONNECTION, env, echo=False)
             if status != "finished:completed" or results is None:

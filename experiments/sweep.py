@@ -30,9 +30,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.common import ROOT, toml_overrides
+from experiments.common import ROOT
 from fedrl.config import AGGREGATORS, MODEL_SIZES, ConfigError, FedRLConfig
-from fedrl.launch import flwr_run
+from fedrl.launch import flwr_run, to_overrides
 from fedrl.superlink import CONNECTION, simulation_superlink
 
 PRESETS = {
@@ -117,7 +117,7 @@ def run_cell(cell: Cell, runs_dir: Path, overrides: dict, clients: int, env: dic
     config = {**cell.run_config(overrides), "outdir": str(cell_dir)}
     cfg = FedRLConfig.from_run_config(config)
     start = time.time()
-    run_id, status, results = flwr_run(str(ROOT), [toml_overrides(config)],
+    run_id, status, results = flwr_run(str(ROOT), [to_overrides(config)],
                                        [f"num-supernodes={clients} client-resources-num-cpus=1"],
                                        CONNECTION, env, echo=False)
     info = {"status": status, "run_id": run_id, "rounds": cfg.num_server_rounds, "clients": clients,

@@ -16,10 +16,41 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 RUN_ID = re.compile(r"Successfully started run (\d+)")
 RESULTS = re.compile(r"results in (\S+)")
+# Flower's own pattern for `--run-config 'k1=v1 k2="v 2"'` items.
+PAIR = re.compile(r"(\S+?)=(\'[^\']*\'|\"[^\"]*\"|\S+)")
+
+
+def to_overrides(config: dict) -> str:
+    """A ``--run-config`` string for ``config`` (strings quoted, as TOML wants)."""
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        return json.dumps(v) if isinstance(v, str) else repr(v)
+    return " ".join(f"{k}={value(v)}" for k, v in config.items())
+
+
+def merge_run_config(items: list[str]) -> list[str]:
+    """Merge ``--run-config`` items, later ones winning, into what ``flwr run`` accepts.
+
+    ``flwr run`` refuses a .toml preset next to key=value pairs; a preset plus
+    overrides is what users want, so the preset is read here and everything is passed
+    as one key=value string.
+    """
+    if len(items) < 2 or not any(item.endswith(".toml") for item in items):
+        return items
+    merged: dict = {}
+    for item in items:
+        if item.endswith(".toml"):
+            with open(Path(item).expanduser(), "rb") as f:
+                merged.update(tomllib.load(f))
+        else:
+            merged.update(tomllib.loads("\n".join(f"{k} = {v}" for k, v in PAIR.findall(item))))
+    return [to_overrides(merged)]
 
 
 def _flwr() -> str:
@@ -62,7 +93,7 @@ def flwr_run(app_dir: str, run_config: list[str], federation_config: list[str], 
              env: dict | None = None, echo: bool = True) -> tuple[str | None, str, str | None]:
     """Run ``flwr run --stream`` (echoing its output); returns (run id, status, results dir)."""
     cmd = [_flwr(), "run", app_dir, *([superlink] if superlink else []), "--stream"]
-    for item in run_config:
+    for item in merge_run_config(run_config):
         cmd += ["--run-config", item]
     for item in federation_config:
         cmd += ["--federation-config", item]
