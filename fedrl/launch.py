@@ -134,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
               "venv for every run; stop it (kill PID) and fedrl-run starts one that does not.")
     # One CPU per simulated client lets Ray run as many clients at once as there are cores.
     federation = [f"num-supernodes={args.clients} client-resources-num-cpus=1"]
+    for item in args.run_config:
+        if item.endswith(".toml") and not Path(item).expanduser().is_file():
+            parser.error(f"--run-config: no such preset file: {item}")
+    try:
+        merge_run_config(args.run_config)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        parser.error(f"--run-config: {exc}")
     run_id, status, results = flwr_run(args.app, args.run_config, federation, args.superlink)
     print(f"fedrl-run: run {run_id} status {status}")
     if results:

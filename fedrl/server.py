@@ -184,7 +184,8 @@ class FederatedPPO:
             except InvalidReply as exc:
                 log.warning("round %d rollout: rejected reply from %s: %s", server_round, describe(msg), exc)
                 rlog.rejected += 1
-                rlog.failed_partitions.append(describe(msg))
+                if describe(msg) not in rlog.failed_partitions:
+                    rlog.failed_partitions.append(describe(msg))
                 continue
             results[res.partition_id] = res
             self.partition_of[res.node_id] = res.partition_id
@@ -196,7 +197,6 @@ class FederatedPPO:
                 self.stats = self.stats.merge(results[pid].obs_stats)
             if self.cfg.normalize_reward:
                 self.return_stats = self.return_stats.merge(results[pid].return_stats)
-        for pid in sorted(results):
             rlog.client_rows.append({"round": server_round, "exchange": 0, "partition_id": pid,
                                      "episodic_return": results[pid].episodic_return, "loss": "",
                                      "num_steps": results[pid].num_steps, "weight": ""})

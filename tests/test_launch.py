@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from flwr.common.config import parse_config_args
 
-from fedrl.launch import merge_run_config, to_overrides
+from fedrl.launch import main, merge_run_config, to_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +30,10 @@ def test_to_overrides_round_trips_through_flowers_parser():
     config = {"env-id": "LunarLander-v3", "normalize-weights": True, "server-lr": 2.5e-4, "seed": 7,
               "outdir": "/tmp/x y"}
     assert parse_config_args([to_overrides(config)]) == config
+
+
+def test_missing_preset_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["--run-config", "no/such/preset.toml"])
+    err = capsys.readouterr().err
+    assert "--run-config" in err and "no/such/preset.toml" in err
