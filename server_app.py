@@ -8,13 +8,15 @@ import sys
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedrl import simpoll
+from fedrl import pulls, simpoll
 from fedrl.config import ConfigError, FedRLConfig
 from fedrl.runtime import set_torch_threads
 from fedrl.server import FederatedPPO
 
 # Must happen at import: the simulation engine starts its poll thread after importing us.
 simpoll.install()
+# On a deployment, replies are pulled from the SuperLink in this process.
+pulls.install()
 
 app = ServerApp()
 

@@ -43,9 +43,12 @@ from fedrl.protocol import (
     ROLLOUT_META,
     ROLLOUT_STATE,
     array_record,
+    layout,
     numpy_state,
+    pack,
     stats_from_records,
     stats_to_records,
+    unpack,
 )
 from fedrl.runtime import resolve_device, set_torch_threads
 
@@ -76,8 +79,8 @@ def _setup(message: Message, context: Context) -> tuple[FedRLConfig, int, ActorC
     set_torch_threads()
     device = resolve_device(cfg.device)
     model = _model(cfg.env_id, cfg.model_size, str(device))
-    state = {k: torch.as_tensor(v) for k, v in numpy_state(message.content.array_records[MODEL]).items()}
-    model.load_state_dict(state)
+    params = unpack(message.content.array_records.get(MODEL), MODEL, layout(model.state_dict()))
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in params.items()})
     return cfg, partition_id(context), model, device
 
 
@@ -103,9 +106,12 @@ def handle_rollout(message: Message, context: Context) -> Message:
     cfg, pid, model, device = _setup(message, context)
     conf = message.content.config_records[CONFIG]
     server_round = int(conf["server-round"])
-    stats = stats_from_records(message.content.array_records[OBS_STATS], float(conf["obs-count"]))
-    return_stats = stats_from_records(message.content.array_records[RETURN_STATS], float(conf["return-count"]))
-    rollout = collect_rollout(model, stats, _envs(cfg.env_id, cfg.num_envs_per_client), cfg,
+    envs = _envs(cfg.env_id, cfg.num_envs_per_client)
+    obs_shape = (int(np.prod(envs.single_observation_space.shape)),)
+    stats = stats_from_records(message.content.array_records.get(OBS_STATS), float(conf["obs-count"]), obs_shape)
+    return_stats = stats_from_records(message.content.array_records.get(RETURN_STATS), float(conf["return-count"]),
+                                      (1,), RETURN_STATS)
+    rollout = collect_rollout(model, stats, envs, cfg,
                               client_seed(cfg.seed, pid, server_round), device,
                               return_stats if cfg.normalize_reward else None)
     context.state[ROLLOUT_STATE] = array_record(rollout.arrays())
@@ -137,7 +143,7 @@ def handle_gradient(message: Message, context: Context) -> Message:
     loss, parts = ppo_loss(model, batch_tensors(arrays, idx, device), cfg)
     loss.backward()
     grads = {name: p.grad.detach().cpu().numpy() for name, p in model.named_parameters()}
-    reply = RecordDict({GRADS: array_record(grads)})
+    reply = RecordDict({GRADS: pack({k: grads[k] for k in model.state_dict()})})
     reply[METRICS] = MetricRecord({"partition-id": pid, "num-examples": len(idx), **_dashed(parts),
                                    "compute-s": time.perf_counter() - start})
     return Message(reply, reply_to=message)
@@ -154,7 +160,7 @@ def handle_local(message: Message, context: Context) -> Message:
     rngs = [epoch_rng(cfg.seed, pid, server_round, epoch) for epoch in range(cfg.update_epochs)]
     parts = train_epochs(model, optimizer, arrays, cfg, rngs, device, anchor)
     params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    reply = RecordDict({MODEL: array_record(params)})
+    reply = RecordDict({MODEL: pack(params)})
     reply[METRICS] = MetricRecord({"partition-id": pid, "num-examples": len(arrays["obs"]),
                                    **_dashed(parts),
                                    "compute-s": time.perf_counter() - start})

@@ -2,7 +2,7 @@
 
     python -m fedrl.deploy certs --dir certs --host superlink.example.org --host 10.0.0.5
     python -m fedrl.deploy node-keys --dir keys --count 4
-    python -m fedrl.deploy local-up --dir /tmp/fedrl-deploy --nodes 2 [--insecure]
+    python -m fedrl.deploy local-up --dir /tmp/fedrl-deploy --nodes 2 [--insecure] [--supernode stock]
     python -m fedrl.deploy local-down --dir /tmp/fedrl-deploy
 
 ``certs`` writes ``ca.key``/``ca.crt`` and ``server.key``/``server.pem`` (signed by the CA)
@@ -17,7 +17,9 @@ Existing files are never overwritten.
 TLS and SuperNode authentication (credentials made as above and the keys registered
 with ``flwr supernode register``), writes a ``flwr`` connection named ``local-deployment``
 into ``<dir>/flwr-home/config.toml`` and the PIDs into ``<dir>/pids.json``;
-``local-down`` stops exactly those processes (and their children) by PID.
+``local-down`` stops exactly those processes (and their children) by PID. Its SuperNodes
+are ``fedrl-supernode`` (:mod:`fedrl.supernode`) unless ``--supernode stock`` asks for
+Flower's ``flower-supernode``.
 """
 
 from __future__ import annotations
@@ -28,10 +30,8 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from cryptography import x509
@@ -39,11 +39,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedrl.superlink import free_port, wait_for_port
+from fedrl.superlink import free_port, stop_pids, wait_for_port
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 VALID_DAYS = 825
 CONNECTION = "local-deployment"
+# How local-up starts a SuperNode: fedrl's (adaptive polls, one warm ClientApp process,
+# see fedrl.supernode), the same with Flower's per-message ClientApp processes, or
+# Flower's stock flower-supernode.
+SUPERNODES = {
+    "fedrl": [sys.executable, "-m", "fedrl.supernode"],
+    "fedrl-polls": [sys.executable, "-m", "fedrl.supernode", "--stock-clientapp"],
+    "stock": ["flower-supernode"],
+}
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -135,12 +143,15 @@ class LocalDeployment:
     only. Every process is started in its own session and stopped by PID.
     """
 
-    def __init__(self, workdir: Path, nodes: int, secure: bool = True) -> None:
+    def __init__(self, workdir: Path, nodes: int, secure: bool = True, supernode: str = "fedrl") -> None:
         if nodes < 1:
             raise ValueError(f"--nodes must be >= 1, got {nodes}")
         self.dir = workdir.resolve()
         self.nodes = nodes
         self.secure = secure
+        if supernode not in SUPERNODES:
+            raise ValueError(f"--supernode {supernode!r} is not one of {', '.join(SUPERNODES)}")
+        self.supernode = supernode
         self.home = self.dir / "flwr-home"
         self.logs = self.dir / "logs"
         self.port = 0
@@ -183,7 +194,7 @@ class LocalDeployment:
 
         ``key`` overrides its authentication key; ``max_retries`` bounds its connection attempts.
         """
-        cmd = ["flower-supernode", *self._tls_args(server=False), "--superlink", f"127.0.0.1:{self.port}",
+        cmd = [*SUPERNODES[self.supernode], *self._tls_args(server=False), "--superlink", f"127.0.0.1:{self.port}",
                "--node-config", f"partition-id={i} num-partitions={self.nodes}",
                "--host", "127.0.0.1", "--port", str(free_port())]
         if self.secure:
@@ -208,7 +219,7 @@ class LocalDeployment:
         link = self._spawn("superlink", ["flower-superlink", *self._tls_args(server=True), "--host", "127.0.0.1",
                                          "--port", str(self.port), "--isolation", "subprocess",
                                          "--disable-runtime-dependency-installation",
-                                         "--database", str(self.dir / "state.db")])
+                                         ])
         wait_for_port(self.port, link, self.logs / "superlink.log")
         if self.secure:
             for i in range(self.nodes):
@@ -238,23 +249,6 @@ class LocalDeployment:
         self.stop()
 
 
-def stop_pids(pids: dict[str, int], grace_s: float = 15.0) -> None:
-    """SIGTERM each process group in ``pids``, then SIGKILL what is still alive after ``grace_s``."""
-    for pid in pids.values():
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for pid in pids.values():
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except (ProcessLookupError, PermissionError):
-                break
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m fedrl.deploy", description=__doc__.splitlines()[0])
@@ -270,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--dir", type=Path, required=True)
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--insecure", action="store_true", help="no TLS, no node authentication (loopback tests only)")
+    up.add_argument("--supernode", choices=sorted(SUPERNODES), default="fedrl",
+                    help="fedrl (default): fedrl-supernode; fedrl-polls: its polls with Flower's per-message "
+                         "ClientApp processes; stock: flower-supernode")
     down = sub.add_parser("local-down", help="stop what local-up started")
     down.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -281,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             for private, public in make_node_keys(args.dir, args.count, args.start):
                 print(f"{private}  {public}")
         elif args.command == "local-up":
-            dep = LocalDeployment(args.dir, args.nodes, secure=not args.insecure)
+            dep = LocalDeployment(args.dir, args.nodes, secure=not args.insecure, supernode=args.supernode)
             try:
                 dep.start()
             except BaseException:

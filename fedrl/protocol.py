@@ -6,19 +6,27 @@ Round protocol (the paper's Algorithm 1):
   the client plays, keeps its rollout in ``context.state`` and replies with ``metrics``
   (episode returns, steps) and the ``obs-stats``/``return-stats`` of what it saw.
 * ``train.gradient``: server sends ``model`` and which epoch/minibatch; the client
-  replies with ``grads`` (keyed like the model) and its loss parts in ``metrics``.
+  replies with ``grads`` (laid out like the model) and its loss parts in ``metrics``.
 * ``train.local`` (FedAvg/FedProx): the client trains locally and replies ``model``.
+
+Every ArrayRecord that travels is packed (:func:`pack`): one flat float32 array in the
+order of the model's ``state_dict`` (or mean, m2 for statistics).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from fedrl.normalizer import RunningStats
+
+if TYPE_CHECKING:
+    import torch
 
 ROLLOUT = "train.rollout"
 GRADIENT = "train.gradient"
@@ -32,6 +40,7 @@ CONFIG = "config"
 METRICS = "metrics"
 ROLLOUT_STATE = "rollout"
 ROLLOUT_META = "rollout-meta"
+PACKED = "packed"
 
 LOSS_KEYS = ("loss", "policy-loss", "value-loss", "entropy", "approx-kl", "clipfrac")
 
@@ -79,23 +88,62 @@ class ClientUpdate:
 
 
 def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    """An ArrayRecord from a name -> ndarray dict (order kept)."""
+    """An ArrayRecord from a name -> ndarray dict (order kept); for ``context.state``, never sent."""
     return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
-
-
-def stats_to_records(stats: RunningStats) -> tuple[ArrayRecord, float]:
-    """Observation statistics as an ArrayRecord (mean, m2) and a count."""
-    return array_record({"mean": stats.mean, "m2": stats.m2}), float(stats.count)
-
-
-def stats_from_records(arrays: ArrayRecord, count: float) -> RunningStats:
-    """Inverse of :func:`stats_to_records`."""
-    return RunningStats(float(count), arrays["mean"].numpy().astype(np.float64), arrays["m2"].numpy().astype(np.float64))
 
 
 def numpy_state(record: ArrayRecord) -> dict[str, np.ndarray]:
     """An ArrayRecord as a name -> ndarray dict."""
     return {k: v.numpy() for k, v in record.items()}
+
+
+def layout(arrays: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes, in order: what :func:`unpack` needs to split a packed record."""
+    return {k: tuple(v.shape) for k, v in arrays.items()}
+
+
+def pack(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """All ``arrays`` raveled into one float32 Array under :data:`PACKED`, in order.
+
+    Flower sends every Array as an object of its own, and on a deployment each object
+    costs a request per hop (server, SuperLink, SuperNode, ClientApp and back), so a
+    model sent tensor by tensor multiplies the requests of every exchange by its
+    number of tensors. Both sides know the layout from the model, so one Array does.
+    """
+    flat = [np.asarray(v, dtype=np.float32).ravel() for v in arrays.values()]
+    return ArrayRecord({PACKED: Array(np.concatenate(flat) if flat else np.zeros(0, np.float32))})
+
+
+def unpack(record: ArrayRecord | None, name: str, reference: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Split a :func:`pack` ed record by ``reference``, if its size matches and all values are finite."""
+    if record is None:
+        raise InvalidReply(f"missing array record {name!r}")
+    if set(record.keys()) != {PACKED}:
+        raise InvalidReply(f"{name!r} must hold one packed array {PACKED!r}, got keys {sorted(record.keys())}")
+    flat = record[PACKED].numpy()
+    sizes = [int(np.prod(shape)) for shape in reference.values()]
+    if flat.ndim != 1 or flat.size != sum(sizes):
+        raise InvalidReply(f"{name!r} holds {flat.size} values (shape {tuple(flat.shape)}), expected {sum(sizes)} "
+                           f"for {list(reference)}")
+    if not np.issubdtype(flat.dtype, np.floating) or not np.all(np.isfinite(flat)):
+        raise InvalidReply(f"{name!r} is not a finite float array")
+    parts = np.split(flat, np.cumsum(sizes)[:-1]) if sizes else []
+    return {key: part.reshape(shape) for (key, shape), part in zip(reference.items(), parts, strict=True)}
+
+
+def stats_to_records(stats: RunningStats) -> tuple[ArrayRecord, float]:
+    """Observation statistics as a packed ArrayRecord (mean, m2) and a count."""
+    return pack({"mean": stats.mean, "m2": stats.m2}), float(stats.count)
+
+
+def stats_from_records(arrays: ArrayRecord | None, count: float, shape: tuple[int, ...],
+                       name: str = OBS_STATS) -> RunningStats:
+    """Inverse of :func:`stats_to_records`; raises :class:`InvalidReply` unless finite and non-negative."""
+    parts = unpack(arrays, name, {"mean": shape, "m2": shape})
+    stats = RunningStats(float(count), parts["mean"].astype(np.float64), parts["m2"].astype(np.float64))
+    if not stats.is_finite():
+        raise InvalidReply(f"{name} are not finite / non-negative")
+    return stats
 
 
 def describe(msg: Message) -> str:
@@ -133,25 +181,6 @@ def _finite_metrics(msg: Message, required: tuple[str, ...]) -> dict[str, float]
     return out
 
 
-def check_arrays(record: ArrayRecord | None, name: str, reference: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """The arrays of ``record`` as numpy, if their keys and shapes match ``reference`` and all are finite."""
-    if record is None:
-        raise InvalidReply(f"missing array record {name!r}")
-    keys = set(record.keys())
-    if keys != set(reference):
-        missing, extra = sorted(set(reference) - keys), sorted(keys - set(reference))
-        raise InvalidReply(f"{name!r} keys differ from the model's: missing {missing}, extra {extra}")
-    arrays: dict[str, np.ndarray] = {}
-    for key, shape in reference.items():
-        arr = record[key].numpy()
-        if tuple(arr.shape) != tuple(shape):
-            raise InvalidReply(f"{name!r}[{key!r}] has shape {tuple(arr.shape)}, expected {tuple(shape)}")
-        if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)):
-            raise InvalidReply(f"{name!r}[{key!r}] is not a finite float array")
-        arrays[key] = arr
-    return arrays
-
-
 def parse_rollout_reply(msg: Message, obs_shape: tuple[int, ...]) -> RolloutResult:
     """Validate a ``train.rollout`` reply or raise :class:`InvalidReply`."""
     metrics = _finite_metrics(msg, ("partition-id", "num-steps", "episodes", "obs-count", "return-count"))
@@ -164,20 +193,13 @@ def parse_rollout_reply(msg: Message, obs_shape: tuple[int, ...]) -> RolloutResu
     if len(returns) != int(metrics["episodes"]) or metrics["num-steps"] < 1:
         raise InvalidReply(f"inconsistent counts: {len(returns)} returns for {metrics['episodes']} episodes, "
                            f"{metrics['num-steps']} steps")
-    stats = _stats(msg, OBS_STATS, metrics["obs-count"], obs_shape)
-    return_stats = _stats(msg, RETURN_STATS, metrics["return-count"], (1,))
+    stats = stats_from_records(msg.content.array_records.get(OBS_STATS), metrics["obs-count"], obs_shape)
+    return_stats = stats_from_records(msg.content.array_records.get(RETURN_STATS), metrics["return-count"], (1,),
+                                      RETURN_STATS)
     compute = record.get("compute-s")
     return RolloutResult(int(metrics["partition-id"]), msg.metadata.src_node_id, [float(r) for r in returns],
                          int(metrics["num-steps"]), stats, return_stats,
                          float(compute) if isinstance(compute, (int, float)) and math.isfinite(compute) else float("nan"))
-
-
-def _stats(msg: Message, name: str, count: float, shape: tuple[int, ...]) -> RunningStats:
-    arrays = check_arrays(msg.content.array_records.get(name), name, {"mean": shape, "m2": shape})
-    stats = RunningStats(count, arrays["mean"].astype(np.float64), arrays["m2"].astype(np.float64))
-    if not stats.is_finite():
-        raise InvalidReply(f"{name} are not finite / non-negative")
-    return stats
 
 
 def parse_update_reply(msg: Message, record_name: str, reference: dict[str, tuple[int, ...]]) -> ClientUpdate:
@@ -188,7 +210,7 @@ def parse_update_reply(msg: Message, record_name: str, reference: dict[str, tupl
         metrics["compute-s"] = float(compute)
     if metrics["num-examples"] < 1:
         raise InvalidReply(f"num-examples must be >= 1, got {metrics['num-examples']}")
-    arrays = check_arrays(msg.content.array_records.get(record_name), record_name, reference)
+    arrays = unpack(msg.content.array_records.get(record_name), record_name, reference)
     return ClientUpdate(int(metrics["partition-id"]), msg.metadata.src_node_id, arrays, metrics)
 
 

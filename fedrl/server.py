@@ -26,9 +26,9 @@ from fedrl.protocol import (
     ROLLOUT,
     InvalidReply,
     RolloutResult,
-    array_record,
     describe,
     instruction,
+    pack,
     parse_rollout_reply,
     stats_to_records,
 )
@@ -131,7 +131,7 @@ class FederatedPPO:
 
     # -- messages ---------------------------------------------------------------------------
     def _state(self) -> ArrayRecord:
-        return array_record({k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()})
+        return pack({k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()})
 
     def _send(self, rlog: RoundLog, nodes: Iterable[int], message_type: str, config: dict,
               extra: dict | None = None) -> list[Message]:

@@ -41,6 +41,48 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float =
                        f"{log.read_text()[-3000:]}")
 
 
+def descendants(pids: list[int]) -> list[int]:
+    """Every live descendant of ``pids`` (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The command name may hold spaces and parentheses; the parent pid follows the last ")".
+            ppid = int(entry.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.parent.name))
+    found, todo = [], list(pids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def stop_pids(pids: dict[str, int], grace_s: float = 15.0) -> None:
+    """SIGTERM each process group in ``pids`` and every descendant, then SIGKILL what is alive after ``grace_s``.
+
+    Descendants are collected first: Flower starts some (the ServerApp process) in
+    sessions of their own, where the group signal does not reach them.
+    """
+    groups = list(pids.values())
+    stray = descendants(groups)
+    for pid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    for pid in stray:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for pid, kill in [(p, os.killpg) for p in groups] + [(p, os.kill) for p in stray]:
+        while time.monotonic() < deadline:
+            try:
+                kill(pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(pid, signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def simulation_superlink(tmp: Path) -> Iterator[dict[str, str]]:
     """Start ``flower-superlink --simulation`` with its own FLWR_HOME under ``tmp``.
@@ -70,10 +112,5 @@ def simulation_superlink(tmp: Path) -> Iterator[dict[str, str]]:
         wait_for_port(port, proc, log)
         yield env
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_pids({"superlink": proc.pid}, grace_s=20)
+        proc.wait()

@@ -15,6 +15,8 @@ from flwr.app import (
 )
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedrl.protocol import pack
+
 # Messages built outside Flower's runtime take their run and sender from here.
 TaskIdentity.run_id = 1
 TaskIdentity.node_id = 0
@@ -37,7 +39,7 @@ def update_reply(pid: int, grads: dict[str, np.ndarray], loss: float = 1.0, reco
                  num_examples: int = 10, **metrics: float) -> Message:
     """A client's reply to a gradient (or, with record="model", local-training) exchange."""
     values = {"partition-id": pid, "num-examples": num_examples, "loss": loss, **LOSS_PARTS, **metrics}
-    content = RecordDict({"metrics": MetricRecord(values), record: arrays(grads)})
+    content = RecordDict({"metrics": MetricRecord(values), record: pack(grads)})
     return Message(content, reply_to=instruction(100 + pid))
 
 

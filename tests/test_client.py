@@ -16,7 +16,7 @@ from fedrl.protocol import (
     MODEL,
     OBS_STATS,
     RETURN_STATS,
-    array_record,
+    pack,
     parse_rollout_reply,
     parse_update_reply,
     stats_to_records,
@@ -31,7 +31,7 @@ def model_record(seed: int = 0):
     torch.manual_seed(seed)
     env = gym.make("CartPole-v1")
     model = build_model(env.observation_space, env.action_space, "small")
-    return model, array_record({k: v.numpy() for k, v in model.state_dict().items()})
+    return model, pack({k: v.numpy() for k, v in model.state_dict().items()})
 
 
 def message(kind: str, config: dict, with_stats: bool = False) -> Message:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import time
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -53,3 +55,24 @@ def test_bad_host_and_count_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["node-keys", "--dir", str(tmp_path), "--count", "0"])
     assert "--count must be >= 1" in capsys.readouterr().err
+
+
+def test_stop_pids_reaches_descendants_in_other_sessions(tmp_path):
+    import subprocess
+    import sys
+
+    from fedrl.superlink import descendants, stop_pids
+
+    # The child starts a grandchild in a session of its own, as Flower's SuperExec does.
+    script = ("import subprocess, sys, time; "
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True); "
+              "time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not (found := descendants([parent.pid])) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(found) == 1
+    stop_pids({"parent": parent.pid}, grace_s=5)
+    parent.wait(timeout=5)
+    time.sleep(0.2)
+    assert not Path(f"/proc/{found[0]}").exists() or "Z" in Path(f"/proc/{found[0]}/stat").read_text().split()[2]

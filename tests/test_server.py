@@ -17,7 +17,7 @@ from fedrl.evaluate import evaluate
 from fedrl.local import LocalGrid
 from fedrl.normalizer import RunningStats
 from fedrl.outputs import CLIENT_COLUMNS, ROUND_COLUMNS, load_policy
-from fedrl.protocol import GRADS
+from fedrl.protocol import GRADS, PACKED
 from fedrl.server import FederatedPPO
 
 TINY = {"num-server-rounds": 2, "min-steps": 64, "min-episodes": 1, "update-epochs": 2, "num-minibatches": 2}
@@ -79,10 +79,9 @@ def nan_gradients_from(bad_pid):
     def tamper(msg: Message, reply: Message, pid: int) -> Message:  # noqa: ARG001
         if pid == bad_pid and reply.has_content() and GRADS in reply.content.array_records:
             grads = reply.content.array_records[GRADS]
-            key = next(iter(grads.keys()))
-            arr = grads[key].numpy().copy()
-            arr.flat[0] = np.nan
-            grads[key] = Array(arr)
+            arr = grads[PACKED].numpy().copy()
+            arr[0] = np.nan
+            grads[PACKED] = Array(arr)
         return reply
     return tamper
 

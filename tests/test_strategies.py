@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import error_reply, update_reply
+from conftest import arrays, error_reply, instruction, update_reply
+from flwr.app import Message, RecordDict
 
 from fedrl.config import FedRLConfig
 from strategies import (
@@ -118,6 +119,8 @@ BAD = {
     "wrong-shape": lambda: update_reply(1, {"w": np.array([1.0, 1.0, 1.0], np.float32), "b": np.array([1.0], np.float32)}),
     "wrong-record": lambda: update_reply(1, grads(1.0), record="model"),
     "no-rollout": lambda: update_reply(5, grads(1.0)),
+    "not-packed": lambda: Message(RecordDict({"metrics": update_reply(1, grads(1.0)).content["metrics"],
+                                              "grads": arrays(grads(1.0))}), reply_to=instruction(101)),
 }
 
 

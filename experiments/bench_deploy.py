@@ -1,0 +1,84 @@
+"""Time per sync gradient exchange on a loopback deployment: SuperLink + 2 SuperNodes.
+
+Small model, CartPole-v1, the same workload on each SuperNode path (``fedrl.deploy
+local-up --supernode``), one fresh deployment per path:
+
+- ``fedrl``: ``fedrl-supernode`` (adaptive polls, one warm ClientApp process);
+- ``fedrl-polls``: its polls, with Flower's per-message ClientApp processes;
+- ``stock``: Flower's ``flower-supernode``, the default path.
+
+    python -m experiments.bench_deploy [--rounds 3] [--secure] [--paths fedrl fedrl-polls stock]
+
+Every path runs our ServerApp, whose own push/pull loop and object-pull waits
+(:mod:`fedrl.pulls`) are part of the app. The stock path is slow (seconds per
+exchange), so it runs ``--stock-exchanges`` exchanges in one round; the others run
+``--rounds`` rounds of 16 and skip the first (start-up). The figure is the mean
+wall time of one exchange as the server sees it (send to last reply), from rounds.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments.common import ROOT, read_rounds
+from fedrl.deploy import CONNECTION, SUPERNODES, LocalDeployment
+from fedrl.launch import flwr_run, to_overrides
+
+WORKLOAD = {"env-id": "CartPole-v1", "aggregator": "baseline-avg", "model-size": "small", "min-steps": 256,
+            "min-episodes": 1, "update-epochs": 4, "num-minibatches": 4}
+TARGET_MS = 200.0
+
+
+def measure(path: str, config: dict, secure: bool) -> tuple[float, float, int]:
+    """(mean exchange ms, mean client compute ms, exchanges timed) on a fresh deployment."""
+    with tempfile.TemporaryDirectory(prefix="fedrl-bench-") as tmp:
+        outdir = Path(tmp) / "runs"
+        with LocalDeployment(Path(tmp) / "dep", nodes=2, secure=secure, supernode=path) as dep:
+            run_id, status, results = flwr_run(str(ROOT), [to_overrides({**config, "outdir": str(outdir)})], [],
+                                               CONNECTION, dep.env, echo=False)
+        if status != "finished:completed" or results is None:
+            raise RuntimeError(f"{path}: run {run_id} ended {status}; logs were in {dep.logs}")
+        rows = read_rounds(results)
+    timed = rows[1:] if len(rows) > 1 else rows
+    exchanges = sum(int(r["exchanges"]) for r in timed)
+    weights = [r["exchanges"] for r in timed]
+    return (float(np.average([r["exchange_ms_mean"] for r in timed], weights=weights)),
+            float(np.average([r["client_compute_ms_mean"] for r in timed], weights=weights)), exchanges)
+
+
+def main() -> None:
+    """Print the figure of every path, then the target check."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds for the fast paths (first one not timed)")
+    parser.add_argument("--stock-exchanges", type=int, default=4, help="exchanges timed on the stock path")
+    parser.add_argument("--secure", action="store_true", help="TLS + SuperNode authentication (default: insecure)")
+    parser.add_argument("--paths", nargs="+", choices=sorted(SUPERNODES), default=["fedrl", "fedrl-polls", "stock"])
+    args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error(f"--rounds must be >= 2 (the first is not timed), got {args.rounds}")
+    results = {}
+    for path in args.paths:
+        config = {**WORKLOAD, "num-server-rounds": args.rounds}
+        if path == "stock":
+            config.update({"num-server-rounds": 1, "update-epochs": 1, "num-minibatches": args.stock_exchanges})
+        start = time.time()
+        results[path] = measure(path, config, args.secure)
+        ex, comp, n = results[path]
+        print(f"{path:12s} {ex:9.1f} ms per exchange  (client compute {comp:5.1f} ms; {n} exchanges; "
+              f"{time.time() - start:.0f} s with start-up)", flush=True)
+    print(f"2 SuperNodes on loopback, {'TLS + node auth' if args.secure else 'insecure'}, small model, CartPole-v1")
+    if "fedrl" in results:
+        ex = results["fedrl"][0]
+        line = f"target: <= {TARGET_MS:.0f} ms per exchange -> {ex:.1f} ms, {'met' if ex <= TARGET_MS else 'missed'}"
+        if "stock" in results:
+            line += f"; stock/fedrl {results['stock'][0] / ex:.0f}x"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""fedrl-supernode: adaptive polls, arguments, and the Flower patches it relies on."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedrl import pulls, supernode
+from fedrl.supernode import MIN_WAIT_S, Backoff
+
+
+def test_backoff_doubles_to_its_cap_and_resets_on_activity(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(supernode.time, "monotonic", lambda: now[0])
+    b = Backoff(0.004, tiers=((1.0, 0.1), (60.0, 3.0)))
+    waits = [b.next_wait() for _ in range(6)]
+    assert waits == pytest.approx([MIN_WAIT_S, 0.001, 0.002, 0.004, 0.004, 0.004])
+    now[0] += 2.0  # idle past the first tier: the wait may grow to 100 ms
+    assert max(b.next_wait() for _ in range(20)) == pytest.approx(0.1)
+    now[0] += 60.0  # a minute idle: Flower's own 3 s
+    assert max(b.next_wait() for _ in range(20)) == pytest.approx(3.0)
+    b.activity()
+    assert b.next_wait() == pytest.approx(MIN_WAIT_S)
+
+
+def test_backoff_refuses_a_non_positive_cap():
+    with pytest.raises(ValueError, match="poll max must be > 0"):
+        Backoff(0)
+
+
+def test_clock_maps_only_flowers_two_poll_sleeps(monkeypatch):
+    slept = []
+    monkeypatch.setattr(supernode.time, "sleep", slept.append)
+    clock = supernode._Clock(Backoff(0.004), Backoff(0.002, tiers=()))
+    clock.sleep(3)
+    clock.sleep(0.5)
+    clock.sleep(1.25)
+    assert slept == pytest.approx([MIN_WAIT_S, MIN_WAIT_S, 1.25])
+    assert clock.monotonic is supernode.time.monotonic
+
+
+def test_arguments_pass_through_and_isolation_is_ours():
+    args, flower = supernode._parse(["--insecure", "--superlink", "h:9092", "--port", "9100", "--poll-max-ms", "3"])
+    assert args.poll_max_ms == 3 and not args.stock_clientapp
+    assert flower == ["--insecure", "--superlink", "h:9092", "--port", "9100"]
+    with pytest.raises(SystemExit):
+        supernode._parse(["--isolation", "subprocess"])
+    with pytest.raises(SystemExit):
+        supernode._parse(["--poll-max-ms", "0"])
+    args, flower = supernode._parse(["--stock-clientapp", "--isolation", "subprocess"])
+    assert flower == ["--isolation", "subprocess"]
+
+
+def test_forget_modules_under_drops_only_that_directory(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "fedrl_probe_mod.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fedrl_probe_mod  # noqa: F401
+
+    supernode._forget_modules_under(tmp_path)
+    assert "fedrl_probe_mod" not in sys.modules
+    assert str(tmp_path) not in sys.path
+    assert "pytest" in sys.modules
+
+
+def test_patches_apply_to_this_flower(monkeypatch):
+    from flwr.supercore.inflatable import inflatable_utils
+    from flwr.supernode import start_client_internal as loop
+
+    # Recorded so that monkeypatch puts Flower back as it was after the test.
+    monkeypatch.setattr(loop, "time", loop.time)
+    monkeypatch.setattr(loop, "_pull_and_store_message", loop._pull_and_store_message)
+    for fn in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        monkeypatch.setattr(fn, "__kwdefaults__", dict(fn.__kwdefaults__))
+    assert supernode.patch_supernode_polls(0.005)
+    assert isinstance(loop.time, supernode._Clock)
+    assert pulls.install()
+    for fn in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        assert fn.__kwdefaults__["initial_backoff"] == pulls.INITIAL_BACKOFF_S
+        assert fn.__kwdefaults__["max_tries_per_object"] is None
