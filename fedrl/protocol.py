@@ -9,8 +9,8 @@ Round protocol (the paper's Algorithm 1):
   replies with ``grads`` (laid out like the model) and its loss parts in ``metrics``.
 * ``train.local`` (FedAvg/FedProx): the client trains locally and replies ``model``.
 
-Every ArrayRecord that travels is packed (:func:`pack`): one flat float32 array in the
-order of the model's ``state_dict`` (or mean, m2 for statistics).
+Every ArrayRecord that travels is packed (:func:`pack`): one flat float array in the
+order of the model's ``state_dict`` (or mean, m2 for statistics, kept in float64).
 """
 
 from __future__ import annotations
@@ -103,15 +103,16 @@ def layout(arrays: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, tuple[i
 
 
 def pack(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
-    """All ``arrays`` raveled into one float32 Array under :data:`PACKED`, in order.
+    """All ``arrays`` raveled into one float Array under :data:`PACKED`, in order (float64 if any is).
 
     Flower sends every Array as an object of its own, and on a deployment each object
     costs a request per hop (server, SuperLink, SuperNode, ClientApp and back), so a
     model sent tensor by tensor multiplies the requests of every exchange by its
     number of tensors. Both sides know the layout from the model, so one Array does.
     """
-    flat = [np.asarray(v, dtype=np.float32).ravel() for v in arrays.values()]
-    return ArrayRecord({PACKED: Array(np.concatenate(flat) if flat else np.zeros(0, np.float32))})
+    flat = [np.asarray(v).ravel() for v in arrays.values()]
+    dtype = np.result_type(np.float32, *flat)
+    return ArrayRecord({PACKED: Array(np.concatenate(flat).astype(dtype, copy=False) if flat else np.zeros(0, dtype))})
 
 
 def unpack(record: ArrayRecord | None, name: str, reference: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:

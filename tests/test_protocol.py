@@ -17,6 +17,7 @@ def test_pack_is_one_array_and_unpack_restores_names_shapes_and_values():
     record = pack(ARRAYS)
     assert list(record.keys()) == [PACKED]
     np.testing.assert_array_equal(record[PACKED].numpy(), np.arange(8, dtype=np.float32))
+    assert record[PACKED].numpy().dtype == np.float32
     out = unpack(record, "grads", layout(ARRAYS))
     assert list(out) == ["w", "b", "s"]
     for key, value in ARRAYS.items():
@@ -40,6 +41,7 @@ def test_unpack_rejects_what_does_not_match_the_model(record, match):
 def test_stats_round_trip_and_negative_m2_is_rejected():
     stats = RunningStats(5.0, np.array([1.0, 2.0]), np.array([3.0, 4.0]))
     record, count = stats_to_records(stats)
+    assert record[PACKED].numpy().dtype == np.float64  # statistics keep their precision
     back = stats_from_records(record, count, (2,))
     assert back.count == 5.0
     np.testing.assert_allclose(back.mean, stats.mean)
