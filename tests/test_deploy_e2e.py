@@ -1,7 +1,7 @@
-"""End to end on Flower's deployment engine: SuperLink + 2 SuperNodes on loopback.
+"""End to end on Flower's deployment engine: SuperLink + 2 SuperNodes (fedrl-supernode) on loopback.
 
-Slow by nature (Flower's stock SuperNode polls every few seconds and starts a ClientApp
-process per message), so the budgets are the smallest that still exercise the protocol.
+Each test starts its own deployment, so the budgets are the smallest that still
+exercise the protocol.
 """
 
 from __future__ import annotations
