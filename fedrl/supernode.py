@@ -14,14 +14,14 @@ minibatch exchange:
   then fetches the message object by object over HTTP, retrying after 1 s whenever
   an object is not there yet.
 
-This entry point runs Flower's own ``flower-supernode`` with two changes. Its waits
+This entry point runs Flower's own ``flower-supernode`` with three changes. Its waits
 become adaptive (:class:`Backoff`): 0.5 ms after a message, doubling to
 ``--poll-max-ms`` (default 5 ms) while idle, 100 ms after 1 s without messages and
 Flower's 3 s after a minute, so an idle node does not load the SuperLink. And,
 unless ``--stock-clientapp`` is given, the node runs with ``--isolation process``
 and runs each ClientApp task itself (:class:`InNodeClientApp`) as soon as its message
 has arrived, through the node's own Runtime API handlers, with the app imported once.
-Object pulls retry after 1 ms instead of 1 s (:mod:`fedrl.pulls`). Everything is
+And object pulls retry after 1 ms instead of 1 s (:mod:`fedrl.pulls`). Everything is
 guarded by the Flower version; on another version the stock SuperNode runs unchanged.
 """
 
@@ -48,8 +48,8 @@ DEFAULT_POLL_MAX_MS = 5.0
 # (idle seconds, longest wait): how far the wait may grow the longer nothing happens.
 IDLE_TIERS = ((1.0, 0.1), (60.0, 3.0))
 STOCK_IDLE_SLEEP_S = 3
-HEARTBEAT_AFTER_S = 5.0
 STOCK_REPLY_SLEEP_S = 0.5
+HEARTBEAT_AFTER_S = 5.0
 
 
 class Backoff:
@@ -149,6 +149,12 @@ def main(argv: list[str] | None = None) -> None:
     args, flower_args = _parse(sys.argv[1:] if argv is None else argv)
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s fedrl-supernode: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
     executor = None if args.stock_clientapp else InNodeClientApp()
     patched = patch_supernode_polls(args.poll_max_ms / 1000, executor) and pulls.install()
     if not patched:
@@ -226,7 +232,7 @@ class InNodeClientApp:
         if self.app is not None and fab.hash_str == self.fab_hash:
             return self.app
         if self.project_dir is not None:
-            log.info("fedrl-supernode: a new app version (FAB %s); reloading the ClientApp", fab.hash_str[:8])
+            log.info("a new app version (FAB %s); reloading the ClientApp", fab.hash_str[:8])
             _forget_modules_under(self.project_dir)
         else:
             # This process imported the installed fedrl to run the node; the app must import
