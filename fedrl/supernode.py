@@ -172,41 +172,26 @@ def main(argv: list[str] | None = None) -> None:
 
 class _InNodeRuntime:
     """The node's Runtime API handlers called directly, for one task: what ``flwr-clientapp``
-    reaches over HTTP, without the requests."""
+    reaches over HTTP (``client.PullObject(request)`` and so on), without the requests."""
+
+    HANDLERS = {"PullTaskInput": "pull_task_input", "PullMessages": "pull_messages", "PullObject": "pull_object",
+                "ConfirmMessageReceived": "confirm_message_received", "PushMessages": "push_messages",
+                "PushObject": "push_object", "PushTaskOutput": "push_task_output"}
 
     def __init__(self, state: Any, task: Any) -> None:
+        self.state, self.task = state, task
+
+    def __getattr__(self, method: str) -> Any:
         from flwr.supercore.servicer.runtime import runtime_handlers as core
         from flwr.supernode.servicer.runtime import runtime_handlers as node
 
-        self.state, self.task = state, task
-        self._node, self._core = node, core
-
-    def _call(self, name: str, request: Any) -> Any:
-        return getattr(self._node, name)(request, self.state, self.task)
-
-    def PullTaskInput(self, request: Any) -> Any:  # noqa: N802 - the Runtime API's names
-        return self._call("pull_task_input", request)
-
-    def PullMessages(self, request: Any) -> Any:  # noqa: N802
-        return self._call("pull_messages", request)
-
-    def PullObject(self, request: Any) -> Any:  # noqa: N802
-        return self._call("pull_object", request)
-
-    def ConfirmMessageReceived(self, request: Any) -> Any:  # noqa: N802
-        return self._call("confirm_message_received", request)
-
-    def PushMessages(self, request: Any) -> Any:  # noqa: N802
-        return self._call("push_messages", request)
-
-    def PushObject(self, request: Any) -> Any:  # noqa: N802
-        return self._call("push_object", request)
-
-    def PushTaskOutput(self, request: Any) -> Any:  # noqa: N802
-        return self._call("push_task_output", request)
-
-    def SendTaskHeartbeat(self, request: Any) -> Any:  # noqa: N802
-        return self._core.send_task_heartbeat(request, self.state, self.task)
+        if method == "SendTaskHeartbeat":
+            handler = core.send_task_heartbeat
+        elif method in self.HANDLERS:
+            handler = getattr(node, self.HANDLERS[method])
+        else:
+            raise AttributeError(method)
+        return lambda request: handler(request, self.state, self.task)
 
 
 class InNodeClientApp:
