@@ -44,8 +44,8 @@ from fedrl.superlink import free_port, stop_pids, wait_for_port
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 VALID_DAYS = 825
 CONNECTION = "local-deployment"
-# How local-up starts a SuperNode: fedrl's (adaptive polls, one warm ClientApp process,
-# see fedrl.supernode), the same with Flower's per-message ClientApp processes, or
+# How local-up starts a SuperNode: fedrl's (adaptive polls, the ClientApp run inside the
+# node; see fedrl.supernode), its polls with Flower's per-message ClientApp processes, or
 # Flower's stock flower-supernode.
 SUPERNODES = {
     "fedrl": [sys.executable, "-m", "fedrl.supernode"],
@@ -218,8 +218,7 @@ class LocalDeployment:
                                                f'address = "127.0.0.1:{self.port}"\n{tls}\n')
         link = self._spawn("superlink", ["flower-superlink", *self._tls_args(server=True), "--host", "127.0.0.1",
                                          "--port", str(self.port), "--isolation", "subprocess",
-                                         "--disable-runtime-dependency-installation",
-                                         ])
+                                         "--disable-runtime-dependency-installation"])
         wait_for_port(self.port, link, self.logs / "superlink.log")
         if self.secure:
             for i in range(self.nodes):

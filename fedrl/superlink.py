@@ -41,20 +41,34 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float =
                        f"{log.read_text()[-3000:]}")
 
 
-def descendants(pids: list[int]) -> list[int]:
-    """Every live descendant of ``pids`` (Linux ``/proc``; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
+def _processes() -> list[tuple[int, str, int, int]]:
+    """(pid, state, parent pid, process group) of every process (Linux ``/proc``; empty elsewhere)."""
+    table = []
     for entry in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
-            # The command name may hold spaces and parentheses; the parent pid follows the last ")".
-            ppid = int(entry.read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.parent.name))
+            # The command name may hold spaces and parentheses; the fields follow the last ")".
+            state, ppid, pgrp = entry.read_text().rsplit(")", 1)[1].split()[:3]
+            table.append((int(entry.parent.name), state, int(ppid), int(pgrp)))
+    return table
+
+
+def descendants(pids: list[int]) -> list[int]:
+    """Every live descendant of ``pids``."""
+    children: dict[int, list[int]] = {}
+    for pid, _, ppid, _ in _processes():
+        children.setdefault(ppid, []).append(pid)
     found, todo = [], list(pids)
     while todo:
         for child in children.get(todo.pop(), []):
             found.append(child)
             todo.append(child)
     return found
+
+
+def _running(groups: list[int], pids: list[int]) -> bool:
+    # A stopped child stays a zombie until its parent reaps it, and signals still reach it:
+    # only processes that are not zombies count.
+    return any(state != "Z" and (pgrp in groups or pid in pids) for pid, state, _, pgrp in _processes())
 
 
 def stop_pids(pids: dict[str, int], grace_s: float = 15.0) -> None:
@@ -65,20 +79,14 @@ def stop_pids(pids: dict[str, int], grace_s: float = 15.0) -> None:
     """
     groups = list(pids.values())
     stray = descendants(groups)
-    for pid in groups:
+    signals = [(p, os.killpg) for p in groups] + [(p, os.kill) for p in stray]
+    for pid, kill in signals:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-    for pid in stray:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
+            kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    for pid, kill in [(p, os.killpg) for p in groups] + [(p, os.kill) for p in stray]:
-        while time.monotonic() < deadline:
-            try:
-                kill(pid, 0)
-            except (ProcessLookupError, PermissionError):
-                break
-            time.sleep(0.1)
+    while _running(groups, stray) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid, kill in signals:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             kill(pid, signal.SIGKILL)
 

@@ -76,3 +76,26 @@ def test_stop_pids_reaches_descendants_in_other_sessions(tmp_path):
     parent.wait(timeout=5)
     time.sleep(0.2)
     assert not Path(f"/proc/{found[0]}").exists() or "Z" in Path(f"/proc/{found[0]}/stat").read_text().split()[2]
+
+
+def test_an_unreaped_child_does_not_count_as_running_and_a_stubborn_one_is_killed():
+    import signal
+    import subprocess
+    import sys
+
+    from fedrl.superlink import _running, stop_pids
+
+    quick = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{quick.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert not _running([quick.pid], [quick.pid])  # a zombie, until we reap it
+    quick.wait()
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                                 "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"],
+                                start_new_session=True)
+    time.sleep(0.5)
+    assert _running([stubborn.pid], [])
+    stop_pids({"stubborn": stubborn.pid}, grace_s=1)
+    assert stubborn.wait(timeout=10) == -signal.SIGKILL
