@@ -64,22 +64,24 @@ def test_tls_and_node_authentication(tmp_path):
 
 def test_killed_supernode_run_completes_and_a_restarted_one_rejoins(tmp_path):
     outdir = tmp_path / "runs"
-    overrides = f'num-server-rounds=4 {TINY} reply-timeout=15.0 outdir="{outdir}"'
+    overrides = f'num-server-rounds=6 {TINY} reply-timeout=15.0 outdir="{outdir}"'
     with LocalDeployment(tmp_path / "dep", nodes=2, secure=False) as dep:
         proc = subprocess.Popen(["flwr", "run", str(ROOT), CONNECTION, "--stream", "--run-config", overrides],
                                 env={**dep.env, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while len(rounds_of(outdir)) < 1 and time.monotonic() < deadline:
-            time.sleep(0.5)
+            time.sleep(0.1)
         dep.procs["supernode-1"].kill()
-        while len(rounds_of(outdir)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.5)
+        # Rounds are short, so one more may finish with both nodes before the kill lands.
+        while (all(int(r["clients"]) == 2 for r in rounds_of(outdir)) and proc.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.2)
         dep.start_supernode(1, name="supernode-1-restarted")
         proc.wait(timeout=600)
         rows = rounds_of(outdir)
-    assert len(rows) == 4, rows
+    assert len(rows) == 6, rows
     clients = [int(r["clients"]) for r in rows]
-    assert clients[0] == 2 and clients[1] == 1  # killed during round 2
-    assert sum(int(r["timed_out"]) for r in rows[1:]) >= 1
+    assert clients[0] == 2 and 1 in clients  # the run went on without the killed node
+    assert sum(int(r["timed_out"]) for r in rows[clients.index(1):]) >= 1
     assert clients[-1] == 2  # the restarted SuperNode (partition 1) takes part again
