@@ -64,9 +64,9 @@ def client_config(context: Context) -> FedRLConfig:
 
 
 @functools.lru_cache(maxsize=4)
-def _model(env_id: str, model_size: str, device: str) -> ActorCritic:
+def _model(env_id: str, model_size: str, log_std_init: float, device: str) -> ActorCritic:
     obs_space, act_space = env_spaces(env_id)
-    return build_model(obs_space, act_space, model_size).to(device)
+    return build_model(obs_space, act_space, model_size, log_std_init).to(device)
 
 
 @functools.lru_cache(maxsize=4)
@@ -78,7 +78,7 @@ def _setup(message: Message, context: Context) -> tuple[FedRLConfig, int, ActorC
     cfg = client_config(context)
     set_torch_threads()
     device = resolve_device(cfg.device)
-    model = _model(cfg.env_id, cfg.model_size, str(device))
+    model = _model(cfg.env_id, cfg.model_size, cfg.log_std_init, str(device))
     params = unpack(message.content.array_records.get(MODEL), MODEL, layout(model.state_dict()))
     model.load_state_dict({k: torch.as_tensor(v) for k, v in params.items()})
     return cfg, partition_id(context), model, device

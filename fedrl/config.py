@@ -59,6 +59,7 @@ class FedRLConfig:
     normalize_obs: bool = True
     normalize_reward: bool = False
     model_size: str = "small"
+    log_std_init: float = 0.0
     weight_floor_h: float = 0.0
     normalize_weights: bool = False
     mu: float = 0.0

@@ -39,11 +39,12 @@ class ActorCritic(nn.Module):
     """Separate actor and critic MLPs.
 
     Discrete action spaces get a categorical head; Box action spaces a Gaussian with a
-    state-independent log-std. The module takes already-normalised observations; its
+    state-independent log-std that starts at ``log_std_init`` (ignored for discrete actions). The module takes already-normalised observations; its
     state_dict holds only parameters, so it is exactly what clients send and receive.
     """
 
-    def __init__(self, obs_dim: int, action_space: gym.spaces.Space, model_size: str = "small") -> None:
+    def __init__(self, obs_dim: int, action_space: gym.spaces.Space, model_size: str = "small",
+                 log_std_init: float = 0.0) -> None:
         super().__init__()
         hidden = HIDDEN_SIZES[model_size]
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
@@ -54,7 +55,7 @@ class ActorCritic(nn.Module):
         self.critic = _mlp(obs_dim, hidden, 1, out_std=1.0)
         self.actor = _mlp(obs_dim, hidden, act_dim, out_std=0.01)
         if not self.discrete:
-            self.actor_logstd = nn.Parameter(torch.zeros(1, act_dim))
+            self.actor_logstd = nn.Parameter(torch.full((1, act_dim), float(log_std_init)))
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """State values, shape ``(batch,)``."""
@@ -85,9 +86,10 @@ class ActorCritic(nn.Module):
         return action, logprob, self.value(obs)
 
 
-def build_model(obs_space: gym.spaces.Box, action_space: gym.spaces.Space, model_size: str) -> ActorCritic:
+def build_model(obs_space: gym.spaces.Box, action_space: gym.spaces.Space, model_size: str,
+                log_std_init: float = 0.0) -> ActorCritic:
     """The actor-critic for these spaces."""
-    return ActorCritic(int(np.prod(obs_space.shape)), action_space, model_size)
+    return ActorCritic(int(np.prod(obs_space.shape)), action_space, model_size, log_std_init)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -87,7 +87,7 @@ def load_policy(path: str | Path) -> tuple[ActorCritic, RunningStats, FedRLConfi
         raise ValueError(f"{path} is not a fedrl policy: missing {sorted(missing)}")
     cfg = FedRLConfig.from_run_config(ckpt["config"])
     obs_space, act_space = env_spaces(cfg.env_id)
-    model = build_model(obs_space, act_space, cfg.model_size)
+    model = build_model(obs_space, act_space, cfg.model_size, cfg.log_std_init)
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, RunningStats.from_dict(ckpt["obs_stats"]), cfg

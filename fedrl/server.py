@@ -113,7 +113,7 @@ class FederatedPPO:
         torch.manual_seed(cfg.seed)
         obs_space, act_space = env_spaces(cfg.env_id)
         self.obs_shape = (int(np.prod(obs_space.shape)),)
-        self.model: ActorCritic = build_model(obs_space, act_space, cfg.model_size).to(self.device)
+        self.model: ActorCritic = build_model(obs_space, act_space, cfg.model_size, cfg.log_std_init).to(self.device)
         self.reference = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         if cfg.server_optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.server_lr, eps=1e-5)

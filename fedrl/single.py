@@ -34,7 +34,7 @@ def train_single(cfg: FedRLConfig, iterations: int, steps_per_iteration: int | N
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     obs_space, act_space = env_spaces(cfg.env_id)
-    model = build_model(obs_space, act_space, cfg.model_size).to(device)
+    model = build_model(obs_space, act_space, cfg.model_size, cfg.log_std_init).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.server_lr, eps=1e-5)
     stats = RunningStats.empty((int(np.prod(obs_space.shape)),))
     return_stats = RunningStats.empty((1,))

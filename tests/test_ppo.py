@@ -51,6 +51,16 @@ def test_model_sizes_match_the_paper(size, low, high):
     assert low <= count_parameters(model) <= high
 
 
+def test_log_std_init_sets_the_gaussian_std_and_leaves_discrete_heads_alone():
+    box = gym.spaces.Box(-1.0, 1.0, (3,))
+    model = build_model(gym.spaces.Box(-1.0, 1.0, (5,)), box, "small", log_std_init=-2.0)
+    dist = model.distribution(torch.zeros(4, 5))
+    np.testing.assert_allclose(dist.stddev.detach().numpy(), np.full((4, 3), np.exp(-2.0)), rtol=1e-6)
+    assert model.actor_logstd.requires_grad
+    discrete = build_model(gym.spaces.Box(-1.0, 1.0, (5,)), gym.spaces.Discrete(2), "small", log_std_init=-2.0)
+    assert not hasattr(discrete, "actor_logstd")
+
+
 def rollout(cfg: FedRLConfig, seed: int = 3):
     torch.manual_seed(0)
     env = gym.make(cfg.env_id)
