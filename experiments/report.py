@@ -1,11 +1,14 @@
 """Tables and plots of a sweep, in the paper's form.
 
-    python -m experiments.report <runs-dir> --out <dir>
+    python -m experiments.report <runs-dir> --out <dir> [--eval-episodes 20]
 
 Reads every complete cell of ``experiments.sweep`` and writes ``report.md`` (Tables
 1-7 and 95% confidence intervals), ``summary.csv`` and PNG plots (return against env
 steps per environment, model sizes on LunarLander, normalised against un-normalised
-weights, and % of Baseline-Sum per environment).
+weights, and % of Baseline-Sum per environment). With ``--eval-episodes N`` it also
+plays each run's final model deterministically (as ``fedrl.evaluate``, episodes
+seeded 0..N-1) and reports the mean over seeds; the returns are kept in the run's
+``eval.json``, so each model is played once.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -44,6 +48,7 @@ class Run:
     env_steps: np.ndarray
     returns: np.ndarray
     seconds: float = 0.0
+    final_eval: float = float("nan")
 
     @property
     def r_mean(self) -> float:
@@ -71,8 +76,28 @@ class Group:
         return np.array([getattr(r, attr) for r in self.runs])
 
 
-def load(runs_dir: Path) -> dict[tuple[str, str, str], Group]:
-    """Every complete cell under ``runs_dir``, grouped by (env, variant, model size)."""
+def final_policy_returns(run_dir: Path, episodes: int) -> list[float]:
+    """Deterministic returns of the run's ``model.pt`` over ``episodes`` episodes, cached in ``eval.json``."""
+    cache = run_dir / "eval.json"
+    done = json.loads(cache.read_text()) if cache.is_file() else {}
+    key = f"{episodes} episodes from seed 0"
+    if key not in done:
+        from fedrl.evaluate import evaluate
+        from fedrl.outputs import load_policy
+
+        model, stats, cfg = load_policy(run_dir / "model.pt")
+        done[key] = evaluate(model, stats, cfg.env_id, episodes)
+        tmp = cache.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(done, indent=1) + "\n")
+        os.replace(tmp, cache)
+    return done[key]
+
+
+def load(runs_dir: Path, eval_episodes: int = 0) -> dict[tuple[str, str, str], Group]:
+    """Every complete cell under ``runs_dir``, grouped by (env, variant, model size).
+
+    With ``eval_episodes`` > 0 each run's final model is also evaluated (see the module docstring).
+    """
     groups: dict[tuple[str, str, str], Group] = {}
     for marker in sorted(runs_dir.rglob("cell.json")):
         cell_dir = marker.parent
@@ -85,6 +110,8 @@ def load(runs_dir: Path) -> dict[tuple[str, str, str], Group]:
         run = Run(int(info["config"]["seed"]), np.array([int(r["round"]) for r in rows]),
                   np.array([float(r["env_steps"]) for r in rows]),
                   np.array([float(r["episodic_return_mean"]) for r in rows]), float(info.get("seconds", 0.0)))
+        if eval_episodes > 0:
+            run.final_eval = float(np.mean(final_policy_returns(cell_dir / info["run_dir"], eval_episodes)))
         groups.setdefault((env_id, variant, size), Group(env_id, variant, size)).runs.append(run)
     for g in groups.values():
         g.runs.sort(key=lambda r: r.seed)
@@ -142,7 +169,7 @@ def _f(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.2f}"
 
 
-def env_table(groups: list[Group]) -> tuple[list[str], list[dict]]:
+def env_table(groups: list[Group], eval_episodes: int = 0) -> tuple[list[str], list[dict]]:
     """Markdown lines of one environment's Tables 1-5 / 6 / 7 and CI, and the summary rows."""
     by_variant = {g.variant: g for g in groups}
     variants = _order(by_variant)
@@ -164,6 +191,7 @@ def env_table(groups: list[Group]) -> tuple[list[str], list[dict]]:
         lines.append(f"| {v} | {len(m)} | {_f(r_mean[v])} | {_f(pct_mean[v])}% | ±{_f(ci95(m))} | {_f(r_end[v])} | "
                      f"{_f(pct_end[v])}% | ±{_f(ci95(e))} | {_f(var_m)} | {_f(var_e)} |")
         crossings = [first_crossing(r, threshold) if threshold is not None else None for r in g.runs]
+        final = g.values("final_eval")
         rows.append({"env": env_id, "variant": v, "model_size": size, "seeds": len(m),
                      "rounds": int(np.median([len(r.rounds) for r in g.runs])),
                      "env_steps": int(np.median([r.env_steps[-1] for r in g.runs])),
@@ -173,13 +201,22 @@ def env_table(groups: list[Group]) -> tuple[list[str], list[dict]]:
                      "threshold_rounds": " ".join(str(c[0]) if c else f"{len(r.rounds)}+" for c, r in zip(crossings, g.runs)),
                      "threshold_steps": " ".join(str(int(c[1])) if c else f"{int(r.env_steps[-1])}+"
                                                  for c, r in zip(crossings, g.runs)),
-                     "wall_time_s_mean": float(np.mean([r.seconds for r in g.runs]))})
+                     "wall_time_s_mean": float(np.mean([r.seconds for r in g.runs])),
+                     "final_eval_mean": float(final.mean()), "final_eval_ci95": ci95(final),
+                     "final_eval_per_seed": " ".join(_f(x) for x in final)})
     lines += ["", f"Negative-reward rule: R̄: {rule_mean}; R̄_end: {rule_end}.", ""]
     if threshold is not None:
         lines += [f"Table 6: first round / total env steps at which the running score (factor 0.9) reaches "
                   f"{threshold:g} (per seed; N+ = not reached in N):", "",
                   "| algorithm | rounds | env steps |", "|---|---|---|"]
         lines += [f"| {r['variant']} | {r['threshold_rounds']} | {r['threshold_steps']} |" for r in rows]
+        lines.append("")
+    if eval_episodes > 0:
+        lines += [f"Final model, deterministic policy ({eval_episodes} episodes seeded 0-{eval_episodes - 1} per "
+                  "seed; mean over seeds):", "",
+                  "| algorithm | seeds | return | 95% CI | per seed |", "|---|---|---|---|---|"]
+        lines += [f"| {r['variant']} | {r['seeds']} | {_f(r['final_eval_mean'])} | ±{_f(r['final_eval_ci95'])} | "
+                  f"{r['final_eval_per_seed']} |" for r in rows]
         lines.append("")
     return lines, rows
 
@@ -239,9 +276,9 @@ def plot_percent_bars(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(runs_dir: Path, out: Path) -> list[dict]:
+def write_report(runs_dir: Path, out: Path, eval_episodes: int = 0) -> list[dict]:
     """Write report.md, summary.csv and the plots; returns the summary rows."""
-    groups = load(runs_dir)
+    groups = load(runs_dir, eval_episodes)
     if not groups:
         raise SystemExit(f"no complete sweep cells under {runs_dir}")
     out.mkdir(parents=True, exist_ok=True)
@@ -255,7 +292,7 @@ def write_report(runs_dir: Path, out: Path) -> list[dict]:
     for env_id, sizes in by_env.items():
         for size, gs in sorted(sizes.items(), key=lambda kv: ["small", "medium", "large"].index(kv[0])):
             plain = [g for g in gs if not g.variant.endswith("-norm")]
-            table, env_rows = env_table(gs)
+            table, env_rows = env_table(gs, eval_episodes)
             lines += table
             rows += env_rows
             name = f"{env_id}_{size}"
@@ -291,8 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
     parser.add_argument("runs_dir", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--eval-episodes", type=int, default=0,
+                        help="also play each final model deterministically for N episodes (default 0: off)")
     args = parser.parse_args(argv)
-    rows = write_report(args.runs_dir.expanduser(), args.out)
+    if args.eval_episodes < 0:
+        parser.error(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    rows = write_report(args.runs_dir.expanduser(), args.out, args.eval_episodes)
     print(f"report: {len(rows)} groups -> {args.out / 'report.md'}")
     return 0
 

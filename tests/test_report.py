@@ -96,3 +96,35 @@ def test_report_tables_and_files(tmp_path):
 def test_report_without_results_says_so(tmp_path):
     with pytest.raises(SystemExit, match="no complete sweep cells"):
         write_report(tmp_path, tmp_path / "out")
+
+
+def test_final_models_are_played_once_and_reported(tmp_path):
+    import gymnasium as gym
+    import torch
+
+    from fedrl.config import FedRLConfig
+    from fedrl.evaluate import evaluate
+    from fedrl.model import build_model
+    from fedrl.normalizer import RunningStats
+    from fedrl.outputs import save_policy
+
+    runs = tmp_path / "runs"
+    env = gym.make("CartPole-v1")
+    expected = []
+    for seed in (1, 2):
+        cell = make_cell(runs, "CartPole-v1", "baseline-sum", "small", seed, [100] * 10)
+        run_dir = next(p for p in cell.iterdir() if p.is_dir())
+        torch.manual_seed(seed)
+        model = build_model(env.observation_space, env.action_space, "small")
+        stats = RunningStats.empty((4,))
+        save_policy(run_dir / "model.pt", model, stats, FedRLConfig(seed=seed))
+        expected.append(np.mean(evaluate(model, stats, "CartPole-v1", 3)))
+    rows = write_report(runs, tmp_path / "out", eval_episodes=3)
+    assert rows[0]["final_eval_mean"] == pytest.approx(np.mean(expected))
+    assert rows[0]["final_eval_ci95"] == pytest.approx(ci95(np.array(expected)))
+    assert "Final model, deterministic policy (3 episodes" in (tmp_path / "out" / "report.md").read_text()
+    # The returns are cached per run: a changed cache is read back instead of playing again.
+    for cache in runs.rglob("eval.json"):
+        cache.write_text(json.dumps({"3 episodes from seed 0": [7.0, 8.0, 9.0]}))
+    assert [r.final_eval for r in load(runs, 3)[("CartPole-v1", "baseline-sum", "small")].runs] == [8.0, 8.0]
+    assert math.isnan(load(runs)[("CartPole-v1", "baseline-sum", "small")].runs[0].final_eval)
