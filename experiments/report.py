@@ -71,9 +71,14 @@ class Group:
     model_size: str
     runs: list[Run] = field(default_factory=list)
 
-    def values(self, attr: str) -> np.ndarray:
-        """Per-seed values of ``r_mean`` or ``r_end``."""
-        return np.array([getattr(r, attr) for r in self.runs])
+    def values(self, attr: str, seeds: set[int] | None = None) -> np.ndarray:
+        """Per-seed values of ``r_mean``, ``r_end`` or ``final_eval`` (only ``seeds`` if given)."""
+        return np.array([getattr(r, attr) for r in self.runs if seeds is None or r.seed in seeds])
+
+    @property
+    def seeds(self) -> set[int]:
+        """The seeds this group has run."""
+        return {r.seed for r in self.runs}
 
 
 def final_policy_returns(run_dir: Path, episodes: int) -> list[float]:
@@ -205,6 +210,11 @@ def env_table(groups: list[Group], eval_episodes: int = 0) -> tuple[list[str], l
                      "final_eval_mean": float(final.mean()), "final_eval_ci95": ci95(final),
                      "final_eval_per_seed": " ".join(_f(x) for x in final)})
     lines += ["", f"Negative-reward rule: R̄: {rule_mean}; R̄_end: {rule_end}.", ""]
+    paired_lines, paired = paired_table(by_variant, variants)
+    lines += paired_lines
+    for r in rows:
+        seeds, pm, pe = paired.get(r["variant"], ([], float("nan"), float("nan")))
+        r.update(paired_seeds=" ".join(map(str, seeds)), r_mean_pct_paired=pm, r_end_pct_paired=pe)
     if threshold is not None:
         lines += [f"Table 6: first round / total env steps at which the running score (factor 0.9) reaches "
                   f"{threshold:g} (per seed; N+ = not reached in N):", "",
@@ -219,6 +229,35 @@ def env_table(groups: list[Group], eval_episodes: int = 0) -> tuple[list[str], l
                   f"{r['final_eval_per_seed']} |" for r in rows]
         lines.append("")
     return lines, rows
+
+
+def paired_table(by_variant: dict[str, Group], variants: list[str]) -> tuple[list[str], dict[str, tuple]]:
+    """% of Baseline-Sum on the seeds both ran, for variants whose seeds differ from Baseline-Sum's.
+
+    While a sweep is incomplete the main table compares means over different seeds;
+    this one pairs each such variant with Baseline-Sum's runs of the same seeds (the
+    negative-reward rule applied to the pair). Returns Markdown lines (none when every
+    variant has Baseline-Sum's seeds) and ``{variant: (seeds, R̄ %, R̄_end %)}``.
+    """
+    base = by_variant.get(BASELINE)
+    if base is None:
+        return [], {}
+    out: dict[str, tuple] = {}
+    for v in variants:
+        shared = by_variant[v].seeds & base.seeds
+        if v == BASELINE or by_variant[v].seeds == base.seeds or not shared:
+            continue
+        pcts = []
+        for attr in ("r_mean", "r_end"):
+            pair = {v: float(by_variant[v].values(attr, shared).mean()), BASELINE: float(base.values(attr, shared).mean())}
+            pcts.append(percent_of_baseline(pair)[0][v])
+        out[v] = (sorted(shared), *pcts)
+    if not out:
+        return [], out
+    lines = [f"Paired with {BASELINE} on the seeds both ran (the seed counts above differ):", "",
+             "| algorithm | seeds | R̄ % | R̄_end % |", "|---|---|---|---|"]
+    lines += [f"| {v} | {' '.join(map(str, seeds))} | {_f(pm)}% | {_f(pe)}% |" for v, (seeds, pm, pe) in out.items()]
+    return lines + [""], out
 
 
 def _curve(runs: list[Run], grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

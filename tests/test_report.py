@@ -93,6 +93,30 @@ def test_report_tables_and_files(tmp_path):
     assert (tmp_path / "out" / "summary.csv").is_file()
 
 
+def test_unequal_seeds_are_also_compared_pairwise(tmp_path):
+    runs = tmp_path / "runs"
+    make_cell(runs, "CartPole-v1", "baseline-sum", "small", 1, [100] * 10)
+    make_cell(runs, "CartPole-v1", "baseline-sum", "small", 2, [300] * 10)
+    make_cell(runs, "CartPole-v1", "baseline-sum", "small", 3, [500] * 9 + [50])
+    make_cell(runs, "CartPole-v1", "baseline-avg", "small", 1, [100] * 10)
+    make_cell(runs, "CartPole-v1", "baseline-avg", "small", 2, [300] * 10)
+    make_cell(runs, "CartPole-v1", "baseline-avg", "small", 3, [500] * 10)
+    make_cell(runs, "CartPole-v1", "rweighted", "small", 2, [150] * 9 + [600])
+    make_cell(runs, "CartPole-v1", "rweighted", "small", 3, [200] * 10)
+    rows = write_report(runs, tmp_path / "out")
+    by = {r["variant"]: r for r in rows}
+    # unpaired: sum R̄ = (100 + 300 + 455) / 3 = 285; rweighted (195 + 200) / 2 = 197.5
+    assert by["rweighted"]["r_mean_pct"] == pytest.approx(197.5 / 285 * 100)
+    # paired on seeds 2 and 3: sum R̄ (300 + 455) / 2 = 377.5, R̄_end (300 + 50) / 2 = 175
+    assert by["rweighted"]["paired_seeds"] == "2 3"
+    assert by["rweighted"]["r_mean_pct_paired"] == pytest.approx(197.5 / 377.5 * 100)
+    assert by["rweighted"]["r_end_pct_paired"] == pytest.approx((600 + 200) / 2 / 175 * 100)
+    # same seeds as the baseline: nothing to pair
+    assert by["baseline-avg"]["paired_seeds"] == "" and math.isnan(by["baseline-avg"]["r_mean_pct_paired"])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| rweighted | 2 3 | 52.32% | 228.57% |" in report
+
+
 def test_report_without_results_says_so(tmp_path):
     with pytest.raises(SystemExit, match="no complete sweep cells"):
         write_report(tmp_path, tmp_path / "out")
