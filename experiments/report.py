@@ -1,6 +1,6 @@
 """Tables and plots of a sweep, in the paper's form.
 
-    python -m experiments.report <runs-dir> --out <dir> [--eval-episodes 20]
+    python -m experiments.report <runs-dir> [<runs-dir> ...] --out <dir> [--eval-episodes 20]
 
 Reads every complete cell of ``experiments.sweep`` and writes ``report.md`` (Tables
 1-7 and 95% confidence intervals), ``summary.csv`` and PNG plots (return against env
@@ -9,6 +9,12 @@ weights, and % of Baseline-Sum per environment). With ``--eval-episodes N`` it a
 plays each run's final model deterministically (as ``fedrl.evaluate``, episodes
 seeded 0..N-1) and reports the mean over seeds; the returns are kept in the run's
 ``eval.json``, so each model is played once.
+
+Sweep output lives on scratch disks that do not outlast a machine, so the report also
+archives what it read: ``<out>/cells/`` gets each cell's ``cell.json``, ``config.json``,
+``rounds.csv`` and ``eval.json`` (no model), laid out like a runs dir. Passing that folder
+back in as a runs dir (after the fresh ones, which win for a cell found in both)
+reproduces the tables without the original runs.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -49,6 +56,7 @@ class Run:
     returns: np.ndarray
     seconds: float = 0.0
     final_eval: float = float("nan")
+    source: Path | None = None
 
     @property
     def r_mean(self) -> float:
@@ -90,6 +98,10 @@ def final_policy_returns(run_dir: Path, episodes: int) -> list[float]:
         from fedrl.evaluate import evaluate
         from fedrl.outputs import load_policy
 
+        if not (run_dir / "model.pt").is_file():
+            cached = ", ".join(done) or "none"
+            raise SystemExit(f"{run_dir}: no model.pt to play and no cached '{key}' in eval.json "
+                             f"(cached: {cached}); use a matching --eval-episodes or 0")
         model, stats, cfg = load_policy(run_dir / "model.pt")
         done[key] = evaluate(model, stats, cfg.env_id, episodes)
         tmp = cache.with_suffix(".json.tmp")
@@ -98,29 +110,62 @@ def final_policy_returns(run_dir: Path, episodes: int) -> list[float]:
     return done[key]
 
 
-def load(runs_dir: Path, eval_episodes: int = 0) -> dict[tuple[str, str, str], Group]:
-    """Every complete cell under ``runs_dir``, grouped by (env, variant, model size).
+def load(runs_dirs: Path | list[Path], eval_episodes: int = 0) -> dict[tuple[str, str, str], Group]:
+    """Every complete cell under the runs dirs, grouped by (env, variant, model size).
 
-    With ``eval_episodes`` > 0 each run's final model is also evaluated (see the module docstring).
+    A cell found in several dirs is read from the first. With ``eval_episodes`` > 0 each
+    run's final model is also evaluated (see the module docstring).
     """
     groups: dict[tuple[str, str, str], Group] = {}
-    for marker in sorted(runs_dir.rglob("cell.json")):
-        cell_dir = marker.parent
-        if not is_complete(cell_dir):
-            continue
-        info = json.loads(marker.read_text())
-        env_id, variant, size = cell_dir.relative_to(runs_dir).parts[-4:-1]
-        with open(cell_dir / info["run_dir"] / "rounds.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        run = Run(int(info["config"]["seed"]), np.array([int(r["round"]) for r in rows]),
-                  np.array([float(r["env_steps"]) for r in rows]),
-                  np.array([float(r["episodic_return_mean"]) for r in rows]), float(info.get("seconds", 0.0)))
-        if eval_episodes > 0:
-            run.final_eval = float(np.mean(final_policy_returns(cell_dir / info["run_dir"], eval_episodes)))
-        groups.setdefault((env_id, variant, size), Group(env_id, variant, size)).runs.append(run)
+    seen: set[Path] = set()
+    for runs_dir in [runs_dirs] if isinstance(runs_dirs, Path) else runs_dirs:
+        for marker in sorted(runs_dir.rglob("cell.json")):
+            cell_dir = marker.parent
+            relpath = cell_dir.relative_to(runs_dir)
+            if "incomplete" in relpath.parts or relpath in seen or not is_complete(cell_dir, need_model=False):
+                continue
+            seen.add(relpath)
+            run = _read_run(cell_dir, eval_episodes)
+            groups.setdefault(relpath.parts[-4:-1], Group(*relpath.parts[-4:-1])).runs.append(run)
     for g in groups.values():
         g.runs.sort(key=lambda r: r.seed)
     return groups
+
+
+def _read_run(cell_dir: Path, eval_episodes: int) -> Run:
+    info = json.loads((cell_dir / "cell.json").read_text())
+    with open(cell_dir / info["run_dir"] / "rounds.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    run = Run(int(info["config"]["seed"]), np.array([int(r["round"]) for r in rows]),
+              np.array([float(r["env_steps"]) for r in rows]),
+              np.array([float(r["episodic_return_mean"]) for r in rows]), float(info.get("seconds", 0.0)),
+              source=cell_dir)
+    if eval_episodes > 0:
+        run.final_eval = float(np.mean(final_policy_returns(cell_dir / info["run_dir"], eval_episodes)))
+    return run
+
+
+def archive(groups: dict[tuple[str, str, str], Group], dest: Path) -> int:
+    """Copy each run's records (not its model) to ``dest/<env>/<variant>/<size>/seed<k>/``; returns the count."""
+    count = 0
+    for (env_id, variant, size), g in groups.items():
+        for run in g.runs:
+            target = dest / env_id / variant / size / f"seed{run.seed}"
+            if run.source is None or run.source.resolve() == target.resolve():
+                continue
+            info = json.loads((run.source / "cell.json").read_text())
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / info["run_dir"]).mkdir(parents=True)
+            for name in ("config.json", "rounds.csv", "eval.json"):
+                src = run.source / info["run_dir"] / name
+                if src.is_file():
+                    shutil.copy2(src, tmp / info["run_dir"] / name)
+            shutil.copy2(run.source / "cell.json", tmp / "cell.json")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+            count += 1
+    return count
 
 
 def percent_of_baseline(values: dict[str, float], baseline: str = BASELINE) -> tuple[dict[str, float], str]:
@@ -315,16 +360,19 @@ def plot_percent_bars(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(runs_dir: Path, out: Path, eval_episodes: int = 0) -> list[dict]:
-    """Write report.md, summary.csv and the plots; returns the summary rows."""
-    groups = load(runs_dir, eval_episodes)
+def write_report(runs_dirs: Path | list[Path], out: Path, eval_episodes: int = 0) -> list[dict]:
+    """Write report.md, summary.csv, the plots and the ``cells/`` archive; returns the summary rows."""
+    runs_dirs = [runs_dirs] if isinstance(runs_dirs, Path) else runs_dirs
+    groups = load(runs_dirs, eval_episodes)
     if not groups:
-        raise SystemExit(f"no complete sweep cells under {runs_dir}")
+        raise SystemExit(f"no complete sweep cells under {', '.join(map(str, runs_dirs))}")
     out.mkdir(parents=True, exist_ok=True)
+    archive(groups, out / "cells")
     by_env: dict[str, dict[str, list[Group]]] = defaultdict(lambda: defaultdict(list))
     for (env_id, _variant, size), g in sorted(groups.items()):
         by_env[env_id][size].append(g)
-    lines = ["# fedrl sweep report", "", f"Runs: `{runs_dir}`. R̄ is the mean return over all rounds and seeds; "
+    lines = ["# fedrl sweep report", "", "Runs: `cells/` (archived from "
+             f"{', '.join(f'`{d}`' for d in runs_dirs)}). R̄ is the mean return over all rounds and seeds; "
              "R̄_end over the last 10% of rounds. % is of Baseline-Sum. CIs are 95% t-intervals over seeds; "
              "var is the sample variance across seeds (Table 7).", ""]
     rows: list[dict] = []
@@ -365,14 +413,18 @@ def _sorted(groups: list[Group]) -> list[Group]:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
-    parser.add_argument("runs_dir", type=Path)
+    parser.add_argument("runs_dirs", type=Path, nargs="+", metavar="runs_dir",
+                        help="sweep runs dirs; for a cell found in several, the first wins")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--eval-episodes", type=int, default=0,
                         help="also play each final model deterministically for N episodes (default 0: off)")
     args = parser.parse_args(argv)
     if args.eval_episodes < 0:
         parser.error(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    rows = write_report(args.runs_dir.expanduser(), args.out, args.eval_episodes)
+    missing = [d for d in args.runs_dirs if not d.expanduser().is_dir()]
+    if missing:
+        parser.error(f"runs dir not found: {', '.join(map(str, missing))}")
+    rows = write_report([d.expanduser() for d in args.runs_dirs], args.out, args.eval_episodes)
     print(f"report: {len(rows)} groups -> {args.out / 'report.md'}")
     return 0
 

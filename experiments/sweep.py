@@ -12,6 +12,9 @@ A cell counts as complete once Flower reports the run ``finished:completed``, it
 cells are skipped, so the sweep can be killed at any moment and started again. The
 output of an unfinished attempt is moved under ``<cell>/incomplete/``, never deleted.
 ``rweighted-norm`` and ``lweighted-norm`` are the normalised-weights variants.
+With ``--archive experiments/results/cells`` the cells whose records the report has
+archived there (and that were committed) are skipped as well, so a sweep started on a
+fresh machine only runs what is missing.
 """
 
 from __future__ import annotations
@@ -81,8 +84,11 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def is_complete(cell_dir: Path) -> bool:
-    """True when the cell finished and its results are intact."""
+def is_complete(cell_dir: Path, need_model: bool = True) -> bool:
+    """True when the cell finished and its results are intact.
+
+    ``need_model=False`` accepts a cell without ``model.pt``, as the report archives them.
+    """
     marker = cell_dir / "cell.json"
     if not marker.is_file():
         return False
@@ -93,7 +99,8 @@ def is_complete(cell_dir: Path) -> bool:
             rows = sum(1 for _ in csv.DictReader(f))
     except (OSError, ValueError, KeyError):
         return False
-    return info.get("status") == "finished:completed" and rows == info["rounds"] and (run_dir / "model.pt").is_file()
+    return (info.get("status") == "finished:completed" and rows == info["rounds"]
+            and (not need_model or (run_dir / "model.pt").is_file()))
 
 
 def set_aside_incomplete(cell_dir: Path) -> None:
@@ -146,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra run-config overrides, TOML values: --set 'num-server-rounds=20'")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--archive", type=Path, action="append", default=[],
+                        help="a report's archive of cells (experiments/results/cells): cells complete there "
+                             "are skipped too, so a fresh runs dir does not redo committed results")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and which are complete")
     args = parser.parse_args(argv)
     try:
@@ -154,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--set: {exc}")
     runs_dir = args.runs_dir.expanduser().resolve()
     cells = [Cell(*c) for c in itertools.product(args.envs, args.aggregators, args.model_sizes, args.seeds)]
-    todo = [c for c in cells if not is_complete(runs_dir / c.relpath)]
+    archives = [a.expanduser().resolve() for a in args.archive]
+    for a in archives:
+        if not a.is_dir():
+            parser.error(f"--archive: {a} is not a directory")
+    todo = [c for c in cells if not is_complete(runs_dir / c.relpath)
+            and not any(is_complete(a / c.relpath, need_model=False) for a in archives)]
     print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run -> {runs_dir}")
     if args.dry_run:
         for c in cells:

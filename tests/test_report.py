@@ -152,3 +152,27 @@ def test_final_models_are_played_once_and_reported(tmp_path):
         cache.write_text(json.dumps({"3 episodes from seed 0": [7.0, 8.0, 9.0]}))
     assert [r.final_eval for r in load(runs, 3)[("CartPole-v1", "baseline-sum", "small")].runs] == [8.0, 8.0]
     assert math.isnan(load(runs)[("CartPole-v1", "baseline-sum", "small")].runs[0].final_eval)
+
+
+def test_archived_cells_reproduce_the_tables_without_models(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, returns in ((1, [100] * 10), (2, [300] * 10)):
+        cell = make_cell(runs, "CartPole-v1", "baseline-sum", "small", seed, returns)
+        run_dir = next(p for p in cell.iterdir() if p.is_dir())
+        (run_dir / "eval.json").write_text(json.dumps({"3 episodes from seed 0": [float(seed)] * 3}))
+    rows = write_report(runs, tmp_path / "out", eval_episodes=3)
+    cells = tmp_path / "out" / "cells"
+    assert sorted(p.name for p in cells.rglob("*") if p.is_file()) == ["cell.json", "cell.json", "eval.json",
+                                                                         "eval.json", "rounds.csv", "rounds.csv"]
+    # The archive alone gives the same tables, final-model column included.
+    again = write_report(cells, tmp_path / "out2", eval_episodes=3)
+    assert json.dumps(again) == json.dumps(rows)  # NaN-safe equality
+    assert rows[0]["final_eval_mean"] == pytest.approx(1.5)
+    # A fresh runs dir given first wins over the archive; cells only in the archive still count.
+    fresh = tmp_path / "fresh"
+    make_cell(fresh, "CartPole-v1", "baseline-sum", "small", 2, [500] * 10)
+    merged = write_report([fresh, cells], tmp_path / "out3")
+    assert merged[0]["r_mean"] == pytest.approx((100 + 500) / 2)
+    # No model and no cached returns for that episode count: a clear error, not a silent NaN.
+    with pytest.raises(SystemExit, match="no model.pt to play.*cached: 3 episodes from seed 0"):
+        write_report(cells, tmp_path / "out4", eval_episodes=5)

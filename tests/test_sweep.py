@@ -78,3 +78,20 @@ def test_bad_override_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         sweep.main(["--runs-dir", str(tmp_path), "--set", "aggregator=lweighted"])
     assert "--set" in capsys.readouterr().err
+
+
+def test_archived_cells_are_skipped(tmp_path, fake_engine, capsys):
+    from experiments.report import write_report
+
+    runs = tmp_path / "runs"
+    assert sweep.main(["--runs-dir", str(runs), *ARGS]) == 0
+    write_report(runs, tmp_path / "results")
+    # A fresh machine: the runs dir is gone, the committed archive (no models) remains.
+    fresh = tmp_path / "fresh"
+    more = [*ARGS[:-2], "3", *ARGS[-2:]]
+    assert sweep.main(["--runs-dir", str(fresh), "--archive", str(tmp_path / "results" / "cells"), *more]) == 0
+    assert "6 cells, 4 already complete, 2 to run" in capsys.readouterr().out
+    assert len(fake_engine) == 6 and all(p.name == "seed3" for p in fake_engine[4:])
+    with pytest.raises(SystemExit):
+        sweep.main(["--runs-dir", str(fresh), "--archive", str(tmp_path / "nowhere"), *ARGS])
+    assert "--archive" in capsys.readouterr().err
