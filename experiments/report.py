@@ -421,10 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.eval_episodes < 0:
         parser.error(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    missing = [d for d in args.runs_dirs if not d.expanduser().is_dir()]
-    if missing:
-        parser.error(f"runs dir not found: {', '.join(map(str, missing))}")
-    rows = write_report([d.expanduser() for d in args.runs_dirs], args.out, args.eval_episodes)
+    # A missing dir is normal for the archive before its first report, so only all missing is an error.
+    found = [d.expanduser() for d in args.runs_dirs if d.expanduser().is_dir()]
+    if not found:
+        parser.error(f"runs dir not found: {', '.join(map(str, args.runs_dirs))}")
+    for d in args.runs_dirs:
+        if d.expanduser() not in found:
+            print(f"report: no runs dir at {d}, skipped")
+    rows = write_report(found, args.out, args.eval_episodes)
     print(f"report: {len(rows)} groups -> {args.out / 'report.md'}")
     return 0
 

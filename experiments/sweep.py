@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     archives = [a.expanduser().resolve() for a in args.archive]
     for a in archives:
         if not a.is_dir():
-            parser.error(f"--archive: {a} is not a directory")
+            print(f"sweep: --archive {a} does not exist (yet): no archived cells there")
     todo = [c for c in cells if not is_complete(runs_dir / c.relpath)
             and not any(is_complete(a / c.relpath, need_model=False) for a in archives)]
     print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run -> {runs_dir}")

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from experiments.report import Run, ci95, first_crossing, load, percent_of_baseline, write_report
+from experiments.report import Run, ci95, first_crossing, load, main, percent_of_baseline, write_report
 
 
 def make_cell(runs_dir, env, variant, size, seed, returns, steps_per_round=100):
@@ -176,3 +176,15 @@ def test_archived_cells_reproduce_the_tables_without_models(tmp_path):
     # No model and no cached returns for that episode count: a clear error, not a silent NaN.
     with pytest.raises(SystemExit, match="no model.pt to play.*cached: 3 episodes from seed 0"):
         write_report(cells, tmp_path / "out4", eval_episodes=5)
+
+
+def test_command_line_skips_a_missing_archive_but_not_every_dir(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    make_cell(runs, "CartPole-v1", "baseline-sum", "small", 1, [100] * 10)
+    out = tmp_path / "results"
+    assert main([str(runs), str(out / "cells"), "--out", str(out)]) == 0
+    assert "no runs dir at" in capsys.readouterr().out
+    assert (out / "cells" / "CartPole-v1" / "baseline-sum" / "small" / "seed1" / "cell.json").is_file()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)])
+    assert "runs dir not found" in capsys.readouterr().err
