@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from collections import defaultdict
@@ -122,7 +123,9 @@ def load(runs_dirs: Path | list[Path], eval_episodes: int = 0) -> dict[tuple[str
         for marker in sorted(runs_dir.rglob("cell.json")):
             cell_dir = marker.parent
             relpath = cell_dir.relative_to(runs_dir)
-            if "incomplete" in relpath.parts or relpath in seen or not is_complete(cell_dir, need_model=False):
+            # Only <env>/<variant>/<size>/seed<k>: not a set-aside attempt nor a half-copied archive cell.
+            if (len(relpath.parts) != 4 or not re.fullmatch(r"seed\d+", relpath.name) or relpath in seen
+                    or not is_complete(cell_dir, need_model=False)):
                 continue
             seen.add(relpath)
             run = _read_run(cell_dir, eval_episodes)
@@ -145,9 +148,8 @@ def _read_run(cell_dir: Path, eval_episodes: int) -> Run:
     return run
 
 
-def archive(groups: dict[tuple[str, str, str], Group], dest: Path) -> int:
-    """Copy each run's records (not its model) to ``dest/<env>/<variant>/<size>/seed<k>/``; returns the count."""
-    count = 0
+def archive(groups: dict[tuple[str, str, str], Group], dest: Path) -> None:
+    """Copy each run's records (not its model) to ``dest/<env>/<variant>/<size>/seed<k>/``."""
     for (env_id, variant, size), g in groups.items():
         for run in g.runs:
             target = dest / env_id / variant / size / f"seed{run.seed}"
@@ -164,8 +166,6 @@ def archive(groups: dict[tuple[str, str, str], Group], dest: Path) -> int:
             shutil.copy2(run.source / "cell.json", tmp / "cell.json")
             shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)
-            count += 1
-    return count
 
 
 def percent_of_baseline(values: dict[str, float], baseline: str = BASELINE) -> tuple[dict[str, float], str]:

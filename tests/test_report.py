@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -164,7 +165,10 @@ def test_archived_cells_reproduce_the_tables_without_models(tmp_path):
     cells = tmp_path / "out" / "cells"
     assert sorted(p.name for p in cells.rglob("*") if p.is_file()) == ["cell.json", "cell.json", "eval.json",
                                                                          "eval.json", "rounds.csv", "rounds.csv"]
-    # The archive alone gives the same tables, final-model column included.
+    # The archive alone gives the same tables, final-model column included; a copy that was
+    # cut off before its rename (seed1.tmp) is not read as a third run.
+    seed1 = cells / "CartPole-v1" / "baseline-sum" / "small" / "seed1"
+    shutil.copytree(seed1, seed1.with_name("seed1.tmp"))
     again = write_report(cells, tmp_path / "out2", eval_episodes=3)
     assert json.dumps(again) == json.dumps(rows)  # NaN-safe equality
     assert rows[0]["final_eval_mean"] == pytest.approx(1.5)
