@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.sweep import is_complete
+from experiments.sweep import Cell, is_complete
 
 BASELINE = "baseline-sum"
 # The paper's Table 6 thresholds for the running score (factor 0.9).
@@ -152,7 +152,7 @@ def archive(groups: dict[tuple[str, str, str], Group], dest: Path) -> None:
     """Copy each run's records (not its model) to ``dest/<env>/<variant>/<size>/seed<k>/``."""
     for (env_id, variant, size), g in groups.items():
         for run in g.runs:
-            target = dest / env_id / variant / size / f"seed{run.seed}"
+            target = dest / Cell(env_id, variant, size, run.seed).relpath
             if run.source is None or run.source.resolve() == target.resolve():
                 continue
             info = json.loads((run.source / "cell.json").read_text())
