@@ -1,19 +1,23 @@
 """Time per sync gradient exchange on a loopback deployment: SuperLink + 2 SuperNodes.
 
-Small model, CartPole-v1, the same workload on each SuperNode path (``fedrl.deploy
-local-up --supernode``), one fresh deployment per path:
+Small model, CartPole-v1, the same workload on each path (``fedrl.deploy local-up
+--supernode ... --superlink ...``), one fresh deployment per path:
 
-- ``fedrl``: ``fedrl-supernode`` (adaptive polls, one warm ClientApp process);
-- ``fedrl-polls``: its polls, with Flower's per-message ClientApp processes;
-- ``stock``: Flower's ``flower-supernode``, the default path.
+- ``fedrl``: ``fedrl-superlink`` (idle middleware skipped) and ``fedrl-supernode``
+  (adaptive polls, the ClientApp run inside the node), the default;
+- ``fedrl-node``: ``fedrl-supernode`` with Flower's ``flower-superlink``;
+- ``fedrl-polls``: the SuperNode's polls only, with Flower's per-message ClientApp
+  processes and ``flower-superlink``;
+- ``stock``: Flower's ``flower-superlink`` and ``flower-supernode``, the default path.
 
-    python -m experiments.bench_deploy [--rounds 3] [--secure] [--paths fedrl fedrl-polls stock]
+    python -m experiments.bench_deploy [--rounds 3] [--secure] [--paths fedrl fedrl-node fedrl-polls stock]
 
 Every path runs our ServerApp, whose own push/pull loop and object-pull waits
 (:mod:`fedrl.pulls`) are part of the app. The stock path is slow (seconds per
 exchange), as is ``fedrl-polls``, so they run ``--stock-exchanges`` exchanges in one
-round; ``fedrl`` runs ``--rounds`` rounds of 16 and skips the first (start-up). The figure is the mean
-wall time of one exchange as the server sees it (send to last reply), from rounds.csv.
+round; the others run ``--rounds`` rounds of 16 and skip the first (start-up). The
+figure is the mean wall time of one exchange as the server sees it (send to last
+reply), from rounds.csv.
 """
 
 from __future__ import annotations
@@ -26,21 +30,25 @@ from pathlib import Path
 import numpy as np
 
 from experiments.common import ROOT, read_rounds
-from fedrl.deploy import CONNECTION, SUPERNODES, LocalDeployment
+from fedrl.deploy import CONNECTION, LocalDeployment
 from fedrl.launch import flwr_run, to_overrides
 
 WORKLOAD = {"env-id": "CartPole-v1", "aggregator": "baseline-avg", "model-size": "small", "min-steps": 256,
             "min-episodes": 1, "update-epochs": 4, "num-minibatches": 4}
 TARGET_MS = 200.0
+# name: (local-up --supernode, --superlink)
+PATHS = {"fedrl": ("fedrl", "fedrl"), "fedrl-node": ("fedrl", "stock"), "fedrl-polls": ("fedrl-polls", "stock"),
+         "stock": ("stock", "stock")}
 # Seconds per exchange: these run a few exchanges in one round.
 SLOW = ("fedrl-polls", "stock")
 
 
 def measure(path: str, config: dict, secure: bool) -> tuple[float, float, int]:
     """(mean exchange ms, mean client compute ms, exchanges timed) on a fresh deployment."""
+    supernode, superlink = PATHS[path]
     with tempfile.TemporaryDirectory(prefix="fedrl-bench-") as tmp:
         outdir = Path(tmp) / "runs"
-        with LocalDeployment(Path(tmp) / "dep", nodes=2, secure=secure, supernode=path) as dep:
+        with LocalDeployment(Path(tmp) / "dep", nodes=2, secure=secure, supernode=supernode, superlink=superlink) as dep:
             run_id, status, results = flwr_run(str(ROOT), [to_overrides({**config, "outdir": str(outdir)})], [],
                                                CONNECTION, dep.env, echo=False)
         if status != "finished:completed" or results is None:
@@ -60,7 +68,7 @@ def main() -> None:
     parser.add_argument("--stock-exchanges", type=int, default=4,
                         help="exchanges timed on the slow paths (stock, fedrl-polls)")
     parser.add_argument("--secure", action="store_true", help="TLS + SuperNode authentication (default: insecure)")
-    parser.add_argument("--paths", nargs="+", choices=sorted(SUPERNODES), default=["fedrl", "fedrl-polls", "stock"])
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
     args = parser.parse_args()
     if args.rounds < 2:
         parser.error(f"--rounds must be >= 2 (the first is not timed), got {args.rounds}")
@@ -78,8 +86,9 @@ def main() -> None:
     if "fedrl" in results:
         ex = results["fedrl"][0]
         line = f"target: <= {TARGET_MS:.0f} ms per exchange -> {ex:.1f} ms, {'met' if ex <= TARGET_MS else 'missed'}"
-        if "stock" in results:
-            line += f"; stock/fedrl {results['stock'][0] / ex:.0f}x"
+        for other in ("fedrl-node", "stock"):
+            if other in results:
+                line += f"; {other}/fedrl {results[other][0] / ex:.2f}x"
         print(line)
 
 

@@ -2,7 +2,7 @@
 
     python -m fedrl.deploy certs --dir certs --host superlink.example.org --host 10.0.0.5
     python -m fedrl.deploy node-keys --dir keys --count 4
-    python -m fedrl.deploy local-up --dir /tmp/fedrl-deploy --nodes 2 [--insecure] [--supernode stock]
+    python -m fedrl.deploy local-up --dir /tmp/fedrl-deploy --nodes 2 [--insecure] [--supernode stock] [--superlink stock]
     python -m fedrl.deploy local-down --dir /tmp/fedrl-deploy
 
 ``certs`` writes ``ca.key``/``ca.crt`` and ``server.key``/``server.pem`` (signed by the CA)
@@ -17,9 +17,10 @@ Existing files are never overwritten.
 TLS and SuperNode authentication (credentials made as above and the keys registered
 with ``flwr supernode register``), writes a ``flwr`` connection named ``local-deployment``
 into ``<dir>/flwr-home/config.toml`` and the PIDs into ``<dir>/pids.json``;
-``local-down`` stops exactly those processes (and their children) by PID. Its SuperNodes
-are ``fedrl-supernode`` (:mod:`fedrl.supernode`) unless ``--supernode stock`` asks for
-Flower's ``flower-supernode``.
+``local-down`` stops exactly those processes (and their children) by PID. Its SuperLink
+is ``fedrl-superlink`` (:mod:`fedrl.fastlink`) and its SuperNodes ``fedrl-supernode``
+(:mod:`fedrl.supernode`) unless ``--superlink stock`` or ``--supernode stock`` asks for
+Flower's ``flower-superlink`` or ``flower-supernode``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ SUPERNODES = {
     "fedrl": [sys.executable, "-m", "fedrl.supernode"],
     "fedrl-polls": [sys.executable, "-m", "fedrl.supernode", "--stock-clientapp"],
     "stock": ["flower-supernode"],
+}
+# How local-up starts the SuperLink: fedrl's (idle middleware skipped; see fedrl.fastlink)
+# or Flower's stock flower-superlink.
+SUPERLINKS = {
+    "fedrl": [sys.executable, "-m", "fedrl.fastlink"],
+    "stock": ["flower-superlink"],
 }
 
 
@@ -143,7 +150,8 @@ class LocalDeployment:
     only. Every process is started in its own session and stopped by PID.
     """
 
-    def __init__(self, workdir: Path, nodes: int, secure: bool = True, supernode: str = "fedrl") -> None:
+    def __init__(self, workdir: Path, nodes: int, secure: bool = True, supernode: str = "fedrl",
+                 superlink: str = "fedrl") -> None:
         if nodes < 1:
             raise ValueError(f"--nodes must be >= 1, got {nodes}")
         self.dir = workdir.resolve()
@@ -152,6 +160,9 @@ class LocalDeployment:
         if supernode not in SUPERNODES:
             raise ValueError(f"--supernode {supernode!r} is not one of {', '.join(SUPERNODES)}")
         self.supernode = supernode
+        if superlink not in SUPERLINKS:
+            raise ValueError(f"--superlink {superlink!r} is not one of {', '.join(SUPERLINKS)}")
+        self.superlink = superlink
         self.home = self.dir / "flwr-home"
         self.logs = self.dir / "logs"
         self.port = 0
@@ -216,7 +227,7 @@ class LocalDeployment:
         tls = (f'root-certificates = "{self.dir / "certs" / "ca.crt"}"' if self.secure else "insecure = true")
         (self.home / "config.toml").write_text(f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
                                                f'address = "127.0.0.1:{self.port}"\n{tls}\n')
-        link = self._spawn("superlink", ["flower-superlink", *self._tls_args(server=True), "--host", "127.0.0.1",
+        link = self._spawn("superlink", [*SUPERLINKS[self.superlink], *self._tls_args(server=True), "--host", "127.0.0.1",
                                          "--port", str(self.port), "--isolation", "subprocess",
                                          "--disable-runtime-dependency-installation"])
         wait_for_port(self.port, link, self.logs / "superlink.log")
@@ -266,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--supernode", choices=sorted(SUPERNODES), default="fedrl",
                     help="fedrl (default): fedrl-supernode; fedrl-polls: its polls with Flower's per-message "
                          "ClientApp processes; stock: flower-supernode")
+    up.add_argument("--superlink", choices=sorted(SUPERLINKS), default="fedrl",
+                    help="fedrl (default): fedrl-superlink; stock: flower-superlink")
     down = sub.add_parser("local-down", help="stop what local-up started")
     down.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -277,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             for private, public in make_node_keys(args.dir, args.count, args.start):
                 print(f"{private}  {public}")
         elif args.command == "local-up":
-            dep = LocalDeployment(args.dir, args.nodes, secure=not args.insecure, supernode=args.supernode)
+            dep = LocalDeployment(args.dir, args.nodes, secure=not args.insecure, supernode=args.supernode,
+                                  superlink=args.superlink)
             try:
                 dep.start()
             except BaseException:
