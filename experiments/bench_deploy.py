@@ -11,6 +11,7 @@ Small model, CartPole-v1, the same workload on each path (``fedrl.deploy local-u
 - ``stock``: Flower's ``flower-superlink`` and ``flower-supernode``, the default path.
 
     python -m experiments.bench_deploy [--rounds 3] [--secure] [--paths fedrl fedrl-node fedrl-polls stock]
+    python -m experiments.bench_deploy --paths fedrl --count-requests   # requests per exchange, by route
 
 Every path runs our ServerApp, whose own push/pull loop and object-pull waits
 (:mod:`fedrl.pulls`) are part of the app. The stock path is slow (seconds per
@@ -23,6 +24,9 @@ reply), from rounds.csv.
 from __future__ import annotations
 
 import argparse
+import collections
+import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -43,22 +47,42 @@ PATHS = {"fedrl": ("fedrl", "fedrl"), "fedrl-node": ("fedrl", "stock"), "fedrl-p
 SLOW = ("fedrl-polls", "stock")
 
 
-def measure(path: str, config: dict, secure: bool) -> tuple[float, float, int]:
-    """(mean exchange ms, mean client compute ms, exchanges timed) on a fresh deployment."""
+# A request line in the SuperLink's access log (routine requests are logged at DEBUG only).
+REQUEST = re.compile(r'"(?:GET|POST) (/v1/[a-z/-]+)[^"]*" \d+')
+
+
+def measure(path: str, config: dict, secure: bool,
+            count_requests: bool = False) -> tuple[float, float, int, collections.Counter]:
+    """(mean exchange ms, mean client compute ms, exchanges timed, SuperLink requests per route
+    over the whole run, per gradient exchange) on a fresh deployment; requests only if ``count_requests``."""
     supernode, superlink = PATHS[path]
-    with tempfile.TemporaryDirectory(prefix="fedrl-bench-") as tmp:
-        outdir = Path(tmp) / "runs"
-        with LocalDeployment(Path(tmp) / "dep", nodes=2, secure=secure, supernode=supernode, superlink=superlink) as dep:
-            run_id, status, results = flwr_run(str(ROOT), [to_overrides({**config, "outdir": str(outdir)})], [],
-                                               CONNECTION, dep.env, echo=False)
-        if status != "finished:completed" or results is None:
-            raise RuntimeError(f"{path}: run {run_id} ended {status}; logs were in {dep.logs}")
-        rows = read_rounds(results)
+    saved = os.environ.get("FLWR_LOG_LEVEL")
+    if count_requests:
+        os.environ["FLWR_LOG_LEVEL"] = "DEBUG"  # read by LocalDeployment, so its processes log every request
+    try:
+        with tempfile.TemporaryDirectory(prefix="fedrl-bench-") as tmp:
+            outdir = Path(tmp) / "runs"
+            with LocalDeployment(Path(tmp) / "dep", nodes=2, secure=secure, supernode=supernode,
+                                 superlink=superlink) as dep:
+                run_id, status, results = flwr_run(str(ROOT), [to_overrides({**config, "outdir": str(outdir)})], [],
+                                                   CONNECTION, dep.env, echo=False)
+                log = (dep.logs / "superlink.log").read_text()
+            if status != "finished:completed" or results is None:
+                raise RuntimeError(f"{path}: run {run_id} ended {status}; logs were in {dep.logs}")
+            rows = read_rounds(results)
+    finally:
+        if saved is None:
+            os.environ.pop("FLWR_LOG_LEVEL", None)
+        else:
+            os.environ["FLWR_LOG_LEVEL"] = saved
     timed = rows[1:] if len(rows) > 1 else rows
     exchanges = sum(int(r["exchanges"]) for r in timed)
     weights = [r["exchanges"] for r in timed]
+    requests = collections.Counter(REQUEST.findall(log)) if count_requests else collections.Counter()
+    all_exchanges = sum(int(r["exchanges"]) for r in rows)
+    per_exchange = collections.Counter({k: v / all_exchanges for k, v in requests.items()})
     return (float(np.average([r["exchange_ms_mean"] for r in timed], weights=weights)),
-            float(np.average([r["client_compute_ms_mean"] for r in timed], weights=weights)), exchanges)
+            float(np.average([r["client_compute_ms_mean"] for r in timed], weights=weights)), exchanges, per_exchange)
 
 
 def main() -> None:
@@ -69,6 +93,9 @@ def main() -> None:
                         help="exchanges timed on the slow paths (stock, fedrl-polls)")
     parser.add_argument("--secure", action="store_true", help="TLS + SuperNode authentication (default: insecure)")
     parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS))
+    parser.add_argument("--count-requests", action="store_true",
+                        help="also count the SuperLink's requests per exchange (its debug log on: slower, so the "
+                             "times of such a run are not the benchmark's)")
     args = parser.parse_args()
     if args.rounds < 2:
         parser.error(f"--rounds must be >= 2 (the first is not timed), got {args.rounds}")
@@ -78,10 +105,13 @@ def main() -> None:
         if path in SLOW:
             config.update({"num-server-rounds": 1, "update-epochs": 1, "num-minibatches": args.stock_exchanges})
         start = time.time()
-        results[path] = measure(path, config, args.secure)
-        ex, comp, n = results[path]
+        results[path] = measure(path, config, args.secure, args.count_requests)
+        ex, comp, n, requests = results[path]
         print(f"{path:12s} {ex:9.1f} ms per exchange  (client compute {comp:5.1f} ms; {n} exchanges; "
               f"{time.time() - start:.0f} s with start-up)", flush=True)
+        if requests:
+            print(f"{'':12s} {sum(requests.values()):9.1f} SuperLink requests per exchange (whole run): " +
+                  ", ".join(f"{route} {count:.1f}" for route, count in requests.most_common(8)), flush=True)
     print(f"2 SuperNodes on loopback, {'TLS + node auth' if args.secure else 'insecure'}, small model, CartPole-v1")
     if "fedrl" in results:
         ex = results["fedrl"][0]
