@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import tempfile
 import time
@@ -56,25 +55,18 @@ def measure(path: str, config: dict, secure: bool,
     """(mean exchange ms, mean client compute ms, exchanges timed, SuperLink requests per route
     over the whole run, per gradient exchange) on a fresh deployment; requests only if ``count_requests``."""
     supernode, superlink = PATHS[path]
-    saved = os.environ.get("FLWR_LOG_LEVEL")
-    if count_requests:
-        os.environ["FLWR_LOG_LEVEL"] = "DEBUG"  # read by LocalDeployment, so its processes log every request
-    try:
-        with tempfile.TemporaryDirectory(prefix="fedrl-bench-") as tmp:
-            outdir = Path(tmp) / "runs"
-            with LocalDeployment(Path(tmp) / "dep", nodes=2, secure=secure, supernode=supernode,
-                                 superlink=superlink) as dep:
-                run_id, status, results = flwr_run(str(ROOT), [to_overrides({**config, "outdir": str(outdir)})], [],
-                                                   CONNECTION, dep.env, echo=False)
-                log = (dep.logs / "superlink.log").read_text()
-            if status != "finished:completed" or results is None:
-                raise RuntimeError(f"{path}: run {run_id} ended {status}; logs were in {dep.logs}")
-            rows = read_rounds(results)
-    finally:
-        if saved is None:
-            os.environ.pop("FLWR_LOG_LEVEL", None)
-        else:
-            os.environ["FLWR_LOG_LEVEL"] = saved
+    with tempfile.TemporaryDirectory(prefix="fedrl-bench-") as tmp:
+        outdir = Path(tmp) / "runs"
+        dep = LocalDeployment(Path(tmp) / "dep", nodes=2, secure=secure, supernode=supernode, superlink=superlink)
+        if count_requests:
+            dep.env["FLWR_LOG_LEVEL"] = "DEBUG"  # every process it starts logs each request
+        with dep:
+            run_id, status, results = flwr_run(str(ROOT), [to_overrides({**config, "outdir": str(outdir)})], [],
+                                               CONNECTION, dep.env, echo=False)
+            log = (dep.logs / "superlink.log").read_text()
+        if status != "finished:completed" or results is None:
+            raise RuntimeError(f"{path}: run {run_id} ended {status}; logs were in {dep.logs}")
+        rows = read_rounds(results)
     timed = rows[1:] if len(rows) > 1 else rows
     exchanges = sum(int(r["exchanges"]) for r in timed)
     weights = [r["exchanges"] for r in timed]
