@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-from fedrl.deploy import main, make_certificates, make_node_keys
+from fedrl.deploy import LocalDeployment, main, make_certificates, make_node_keys
 
 
 def test_server_certificate_has_the_sans_and_is_signed_by_the_ca(tmp_path):
@@ -99,3 +99,10 @@ def test_an_unreaped_child_does_not_count_as_running_and_a_stubborn_one_is_kille
     assert _running([stubborn.pid], [])
     stop_pids({"stubborn": stubborn.pid}, grace_s=1)
     assert stubborn.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_unknown_superlink_or_supernode_names_the_allowed_ones(tmp_path):
+    with pytest.raises(ValueError, match="--superlink 'fast' is not one of fedrl, stock"):
+        LocalDeployment(tmp_path, nodes=2, superlink="fast")
+    with pytest.raises(ValueError, match="--supernode 'fast' is not one of fedrl, fedrl-polls, stock"):
+        LocalDeployment(tmp_path, nodes=2, supernode="fast")
