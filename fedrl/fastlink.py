@@ -20,14 +20,31 @@ no-cache layers for every request that is not a Control API request, the Fleet A
 node authentication and event log for every request that is not a Fleet API request
 (the event log also while no event-log plugin is installed), and the runtime tracing
 layer while ``FLWR_TRACING_ENABLED`` is not ``1``. Every other request, and every
-other layer (error translation, protobuf translation), runs as in Flower. Guarded by
-the Flower version; on another version the stock SuperLink runs unchanged.
+other layer (error translation, protobuf translation), runs as in Flower.
+
+The layers that remain (error translation, protobuf translation and Fleet node
+authentication) still pay for ``BaseHTTPMiddleware``'s task group and streams on
+every request. For the calls that move messages and objects (:data:`MESSAGE_ROUTES`,
+nearly every request of an exchange), whose responses are small and complete,
+each such layer runs its own ``dispatch`` with a ``call_next`` that runs the inner
+layers to completion and hands back their response (:func:`_buffered`): the same
+checks and translations in the same order, without the machinery that exists to
+stream a response while it is being made.
+
+And a SuperNode's signature is checked once per (key, timestamp, signature): a
+fedrl-supernode signs one timestamp for up to a second of requests
+(:func:`fedrl.supernode.patch_node_signatures`), and checking the same triple again
+can only give the same answer (:func:`patch_node_auth_cache`). The timestamp's age is
+still checked on every request. Guarded by the Flower version; on another version
+the stock SuperLink runs unchanged.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +52,11 @@ import flwr
 
 SUPPORTED_PREFIX = "1.41."
 FLEET_PREFIX = "/v1/fleet/"
+VERIFIED_CACHE_SIZE = 4096
+# Unary calls with small protobuf replies: all a message and its objects need on either API.
+MESSAGE_ROUTES = frozenset(f"/v1/{api}/{call}" for api in ("fleet", "runtime") for call in
+                           ("pull-messages", "push-messages", "pull-object", "push-object",
+                            "confirm-message-received"))
 
 
 def pass_through_rules() -> dict[type, Callable[[Any], bool]]:
@@ -74,20 +96,110 @@ def _skipping(call: Callable[..., Any], idle: Callable[[Any], bool]) -> Callable
             await call(self, scope, receive, send)
 
     __call__.__wrapped__ = call  # type: ignore[attr-defined]
+    __call__.fedrl_patch = "skip"  # type: ignore[attr-defined]
+    return __call__
+
+
+def _buffered(call: Callable[..., Any]) -> Callable[..., Any]:
+    """``BaseHTTPMiddleware.__call__`` for :data:`MESSAGE_ROUTES`: ``dispatch`` with a buffered ``call_next``.
+
+    As in Starlette: the request body read by ``dispatch`` is replayed to the inner
+    layers; an exception they raise before responding comes out of ``call_next``, and
+    one raised after their response is raised once that response has been sent.
+    """
+    from starlette.middleware.base import _CachedRequest
+    from starlette.responses import Response
+
+    async def __call__(self: Any, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"] not in MESSAGE_ROUTES:
+            await call(self, scope, receive, send)
+            return
+        request = _CachedRequest(scope, receive)
+        late: list[Exception] = []
+
+        async def call_next(_: Any) -> Response:
+            sent: list[dict] = []
+
+            async def keep(message: dict) -> None:
+                sent.append(message)
+
+            try:
+                await self.app(scope, request.wrapped_receive, keep)
+            except Exception as exc:
+                if not any(m["type"] == "http.response.start" for m in sent):
+                    raise
+                late.append(exc)
+            start = next((m for m in sent if m["type"] == "http.response.start"), None)
+            if start is None:
+                raise RuntimeError("No response returned.")
+            response = Response(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+                                status_code=start["status"])
+            response.raw_headers = list(start["headers"])
+            return response
+
+        response = await self.dispatch_func(request, call_next)
+        await response(scope, request.wrapped_receive, send)
+        if late:
+            raise late[0]
+
+    __call__.__wrapped__ = call  # type: ignore[attr-defined]
+    __call__.fedrl_patch = "buffer"  # type: ignore[attr-defined]
     return __call__
 
 
 def patch_superlink_middleware() -> bool:
-    """Make each middleware in :func:`pass_through_rules` step aside when it has nothing to do.
+    """Make each middleware in :func:`pass_through_rules` step aside when it has nothing to do,
+    and every ``BaseHTTPMiddleware`` buffer the calls in :data:`MESSAGE_ROUTES`.
 
     False (and nothing changed) on other Flower versions; patching twice changes nothing more.
     """
     if not flwr.__version__.startswith(SUPPORTED_PREFIX):
         return False
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    # First, so that the skipping wrappers below call the buffered version.
+    if getattr(BaseHTTPMiddleware.__call__, "fedrl_patch", None) != "buffer":
+        BaseHTTPMiddleware.__call__ = _buffered(BaseHTTPMiddleware.__call__)
     for cls, idle in pass_through_rules().items():
         call = cls.__call__
-        if not hasattr(call, "__wrapped__"):
+        if getattr(call, "fedrl_patch", None) != "skip":
             cls.__call__ = _skipping(call, idle)
+    return True
+
+
+def patch_node_auth_cache(size: int = VERIFIED_CACHE_SIZE) -> bool:
+    """Fleet node authentication verifies each valid (public key, timestamp, signature) once.
+
+    The ``size`` most recent valid triples are remembered; an invalid one is checked
+    every time. False (and nothing changed) on other Flower versions.
+    """
+    if not flwr.__version__.startswith(SUPPORTED_PREFIX):
+        return False
+    from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+    from flwr.superlink.routers.fleet import node_auth
+
+    verify = node_auth.verify_signature
+    if getattr(verify, "fedrl_patch", None) == "cache":
+        return True
+    valid: OrderedDict[tuple[bytes, bytes, bytes], None] = OrderedDict()
+    lock = threading.Lock()  # authenticate_node runs in the server's thread pool
+
+    def verify_once(public_key: Any, message: bytes, signature: bytes) -> bool:
+        key = (public_key_to_bytes(public_key), message, signature)
+        with lock:
+            if key in valid:
+                valid.move_to_end(key)
+                return True
+        if not verify(public_key, message, signature):
+            return False
+        with lock:
+            valid[key] = None
+            if len(valid) > size:
+                valid.popitem(last=False)
+        return True
+
+    verify_once.fedrl_patch = "cache"  # type: ignore[attr-defined]
+    node_auth.verify_signature = verify_once
     return True
 
 
@@ -95,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     """``fedrl-superlink``: Flower's SuperLink with idle middleware skipped; every argument goes to it."""
     from flwr.superlink.cli import flower_superlink
 
-    if not patch_superlink_middleware():
+    if not (patch_superlink_middleware() and patch_node_auth_cache()):
         print(f"fedrl-superlink: Flower {flwr.__version__} is not {SUPPORTED_PREFIX}x; running the stock SuperLink",
               file=sys.stderr)
     sys.argv = ["flower-superlink", *(sys.argv[1:] if argv is None else argv)]

@@ -33,6 +33,7 @@ from fedrl.protocol import (
     stats_to_records,
 )
 from fedrl.runtime import resolve_device
+from fedrl.waits import ExpectedWait
 from strategies import Aggregate, make_aggregator
 
 log = logging.getLogger("fedrl")
@@ -44,7 +45,7 @@ MAX_ROUND_ATTEMPTS = 3
 
 
 def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S,
-             timeout_s: float | None = None) -> tuple[list[Message], list[int]]:
+             timeout_s: float | None = None, expected: ExpectedWait | None = None) -> tuple[list[Message], list[int]]:
     """Push ``messages`` and pull their replies, polling briefly, for at most ``timeout_s``.
 
     Returns the replies and the destination nodes that did not reply in time. Only
@@ -54,16 +55,25 @@ def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S
     ``Grid.send_and_receive`` sleeps 3 s between pulls on a deployment; RL sends
     many small messages per round, so the poll starts at 0.5 ms and backs off to
     ``max_poll_s`` (2 ms for gradient exchanges; rollouts, which take seconds, use a
-    longer one so the server does not take CPU from the clients).
+    longer one so the server does not take CPU from the clients). With ``expected``,
+    the first poll waits for most of the usual reply time, which this exchange then
+    updates (:mod:`fedrl.waits`).
     """
     ids = list(grid.push_messages(messages))
+    pushed = time.monotonic()
     node_of = {msg_id: msg.metadata.dst_node_id for msg_id, msg in zip(ids, messages) if msg_id}
     unsent = [msg.metadata.dst_node_id for msg_id, msg in zip(ids, messages) if not msg_id]
     pending = set(node_of)
     replies: list[Message] = []
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    deadline = None if timeout_s is None else pushed + timeout_s
     delay = POLL_START_S
+    nap = polls = 0
+    if expected is not None and pending:
+        nap = expected.first_sleep() if timeout_s is None else min(expected.first_sleep(), timeout_s)
+        time.sleep(nap)
     while pending:
+        polled = time.monotonic()
+        polls += 1
         got = list(grid.pull_messages(pending))
         for msg in got:
             if msg.metadata.reply_to_message_id in pending:
@@ -76,6 +86,8 @@ def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S
             delay = min(2 * delay, max_poll_s)
         elif got:
             delay = POLL_START_S
+    if expected is not None and node_of and not pending:
+        expected.observe(polled - pushed, nap, polls == 1)
     return replies, sorted(unsent + [node_of[i] for i in pending])
 
 
@@ -126,6 +138,8 @@ class FederatedPPO:
         self.writer = RunWriter(cfg, run_id, {"num_parameters": self.num_parameters}) if out else None
         self.env_steps = 0
         self.partition_of: dict[int, int] = {}
+        # Reply times differ by kind (a rollout takes seconds, a gradient milliseconds).
+        self.reply_waits: dict[str, ExpectedWait] = {}
         self.history: list[dict] = []
         self._start: float | None = None
 
@@ -142,7 +156,8 @@ class FederatedPPO:
         msgs = [Message(content, node, message_type, ttl=self.cfg.reply_timeout + 1.0, group_id=group)
                 for node in nodes]
         poll = ROLLOUT_POLL_MAX_S if message_type == ROLLOUT else POLL_MAX_S
-        replies, missing = exchange(self.grid, msgs, poll, self.cfg.reply_timeout)
+        replies, missing = exchange(self.grid, msgs, poll, self.cfg.reply_timeout,
+                                    self.reply_waits.setdefault(message_type, ExpectedWait()))
         if missing:
             who = [self._who(node) for node in missing]
             rlog.timed_out += len(missing)

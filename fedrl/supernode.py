@@ -16,12 +16,18 @@ minibatch exchange:
 
 This entry point runs Flower's own ``flower-supernode`` with three changes. Its waits
 become adaptive (:class:`Backoff`): 0.5 ms after a message, doubling to
-``--poll-max-ms`` (default 5 ms) while idle, 100 ms after 1 s without messages and
-Flower's 3 s after a minute, so an idle node does not load the SuperLink. And,
+``--poll-max-ms`` (default 5 ms) while idle, 20 ms after 0.3 s without messages
+(a node that finished its rollout before the others), 100 ms after 1 s and
+Flower's 3 s after a minute, so an idle node does not load the SuperLink; after
+each reply it first sleeps most of the usual gap before the server's next
+instruction (:mod:`fedrl.waits`). And,
 unless ``--stock-clientapp`` is given, the node runs with ``--isolation process``
 and runs each ClientApp task itself (:class:`InNodeClientApp`) as soon as its message
 has arrived, through the node's own Runtime API handlers, with the app imported once.
-And object pulls retry after 1 ms instead of 1 s (:mod:`fedrl.pulls`). Everything is
+And object pulls retry after 1 ms instead of 1 s (:mod:`fedrl.pulls`). And the node
+signs one timestamp for up to a second of requests instead of one per request
+(:func:`patch_node_signatures`; the SuperLink accepts a signed timestamp for 300 s
+either way). Everything is
 guarded by the Flower version; on another version the stock SuperNode runs unchanged.
 """
 
@@ -39,6 +45,7 @@ from typing import Any
 import flwr
 
 from fedrl import pulls
+from fedrl.waits import ExpectedWait
 
 log = logging.getLogger("fedrl")
 
@@ -46,10 +53,11 @@ SUPPORTED_PREFIX = "1.41."
 MIN_WAIT_S = 0.0005
 DEFAULT_POLL_MAX_MS = 5.0
 # (idle seconds, longest wait): how far the wait may grow the longer nothing happens.
-IDLE_TIERS = ((1.0, 0.1), (60.0, 3.0))
+IDLE_TIERS = ((0.3, 0.02), (1.0, 0.1), (60.0, 3.0))
 STOCK_IDLE_SLEEP_S = 3
 STOCK_REPLY_SLEEP_S = 0.5
 HEARTBEAT_AFTER_S = 5.0
+SIGNATURE_REUSE_S = 1.0
 
 
 class Backoff:
@@ -112,19 +120,74 @@ def patch_supernode_polls(max_s: float, executor: InNodeClientApp | None = None)
     from flwr.supernode import start_client_internal as loop
 
     idle, reply = Backoff(max_s), Backoff(max_s, tiers=())
-    pull = loop._pull_and_store_message
+    pull, push = loop._pull_and_store_message, loop._push_messages
+    # The gap between this node's reply and the server's next instruction.
+    gap = ExpectedWait()
+    since_reply: dict[str, float] = {}  # "at": when the reply went, "slept": the nap after it, "polls"
 
     def pull_and_note(*args: Any, **kwargs: Any) -> int | None:
+        start = time.monotonic()
         run_id = pull(*args, **kwargs)
+        if since_reply:
+            since_reply["polls"] += 1
         if run_id is not None:
+            if since_reply:
+                gap.observe(start - since_reply["at"], since_reply["slept"], since_reply["polls"] == 1)
+                since_reply.clear()
             idle.activity()
             reply.activity()
             if executor is not None:
                 executor.run_pending(kwargs["state"])
         return run_id
 
+    def push_and_rest(*args: Any, **kwargs: Any) -> None:
+        push(*args, **kwargs)
+        since_reply.update(at=time.monotonic(), slept=gap.first_sleep(), polls=0)
+        time.sleep(since_reply["slept"])
+
     loop._pull_and_store_message = pull_and_note
+    loop._push_messages = push_and_rest
     loop.time = _Clock(idle, reply)
+    return True
+
+
+def patch_node_signatures(reuse_s: float = SIGNATURE_REUSE_S) -> bool:
+    """Sign a fresh timestamp for Fleet requests at most every ``reuse_s`` seconds.
+
+    Flower signs the current time for every request (an ECDSA signature on each
+    side, the SuperLink's check the dearer); the same signed time serves the node's
+    requests for ``reuse_s``, and fedrl-superlink checks it once
+    (:func:`fedrl.fastlink.patch_node_auth_cache`). False (and nothing changed) on
+    other Flower versions.
+    """
+    if not flwr.__version__.startswith(SUPPORTED_PREFIX):
+        return False
+    from flwr.supernode import node_auth_http_interceptor as auth
+
+    if getattr(auth.now, "fedrl_patch", None) == "reuse":
+        return True
+    now, sign = auth.now, auth.sign_message
+    lock = threading.Lock()  # object pushes and pulls run in several threads
+    stamp: list[Any] = [float("-inf"), None]  # (monotonic time taken, datetime)
+    last: list[Any] = [None, b"", b""]  # (private key, message, signature)
+
+    def recent_now() -> Any:
+        with lock:
+            if time.monotonic() - stamp[0] >= reuse_s:
+                stamp[:] = [time.monotonic(), now()]
+            return stamp[1]
+
+    def sign_once(private_key: Any, message: bytes) -> bytes:
+        with lock:
+            if last[0] is private_key and last[1] == message:
+                return last[2]
+        signature = sign(private_key, message)
+        with lock:
+            last[:] = [private_key, message, signature]
+        return signature
+
+    recent_now.fedrl_patch = "reuse"  # type: ignore[attr-defined]
+    auth.now, auth.sign_message = recent_now, sign_once
     return True
 
 
@@ -156,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         log.setLevel(logging.INFO)
 
     executor = None if args.stock_clientapp else InNodeClientApp()
-    patched = patch_supernode_polls(args.poll_max_ms / 1000, executor) and pulls.install()
+    patched = patch_supernode_polls(args.poll_max_ms / 1000, executor) and pulls.install() and patch_node_signatures()
     if not patched:
         print(f"fedrl-supernode: Flower {flwr.__version__} is not {SUPPORTED_PREFIX}x; running the stock SuperNode",
               file=sys.stderr)

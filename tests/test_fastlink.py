@@ -9,7 +9,8 @@ from flwr.superlink.routers.fleet.middlewares import FleetEventLogMiddleware
 from flwr.superlink.routers.fleet.node_auth import NodeAuthMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.responses import PlainTextResponse
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -35,6 +36,7 @@ CASES = {
 @pytest.fixture
 def patched(monkeypatch):
     """The patch applied for one test, each class's own ``__call__`` restored after it."""
+    monkeypatch.setattr(BaseHTTPMiddleware, "__call__", BaseHTTPMiddleware.__call__)
     for cls in fastlink.pass_through_rules():
         monkeypatch.setattr(cls, "__call__", cls.__call__)
     assert fastlink.patch_superlink_middleware()
@@ -103,3 +105,85 @@ def test_every_skippable_layer_is_in_flowers_stack():
 
     stack = {m.cls for m in _get_middleware()}
     assert set(fastlink.pass_through_rules()) <= stack
+
+
+def _echo_app(seen: list, middleware: list) -> TestClient:
+    """Message routes that echo the body (one fails, one streams), behind ``middleware``."""
+
+    async def echo(request):
+        return PlainTextResponse((await request.body()).decode(), headers={"x-inner": "1"})
+
+    async def boom(request):
+        raise KeyError("inner failure")
+
+    async def stream(request):
+        async def parts():
+            for part in ("a", "b"):
+                yield part
+        return StreamingResponse(parts())
+
+    routes = [Route("/v1/fleet/push-object", echo, methods=["POST"]),
+              Route("/v1/runtime/pull-object", boom, methods=["POST"]),
+              Route("/v1/control/stream-logs", stream, methods=["POST"])]
+    return TestClient(Starlette(routes=routes, middleware=middleware), raise_server_exceptions=False)
+
+
+def test_message_routes_run_dispatch_with_the_same_body_response_and_errors(patched):
+    seen: list = []
+    buffered: list[bool] = []
+
+    async def reads_body_and_tags(request, call_next):
+        buffered.append("_buffered" in call_next.__qualname__)
+        seen.append(("in", await request.body()))  # as ProtobufTranslationMiddleware does
+        try:
+            response = await call_next(request)
+        except KeyError as exc:  # as Flower's error translator does
+            seen.append(("caught", str(exc)))
+            return JSONResponse({"error": "translated"}, status_code=500)
+        seen.append(("out", response.status_code, response.headers.get("x-inner")))
+        response.headers["x-outer"] = "1"
+        return response
+
+    client = _echo_app(seen, [Middleware(BaseHTTPMiddleware, dispatch=reads_body_and_tags)])
+    r = client.post("/v1/fleet/push-object", content=b"payload")
+    assert (r.status_code, r.text, r.headers["x-inner"], r.headers["x-outer"]) == (200, "payload", "1", "1")
+    assert seen == [("in", b"payload"), ("out", 200, "1")]
+
+    seen.clear()
+    r = client.post("/v1/runtime/pull-object", content=b"x")
+    assert (r.status_code, r.json()) == (500, {"error": "translated"})
+    assert seen == [("in", b"x"), ("caught", "'inner failure'")]
+
+    seen.clear()  # not a message route: Starlette's own streaming path
+    assert client.post("/v1/control/stream-logs").text == "ab"
+    assert buffered == [True, True, False]
+
+
+def test_a_valid_signature_is_verified_once_and_an_invalid_one_every_time(monkeypatch):
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from flwr.supercore.primitives.asymmetric import sign_message
+    from flwr.superlink.routers.fleet import node_auth
+
+    calls = []
+    real = node_auth.verify_signature
+
+    def counting(public_key, message, signature):
+        calls.append(message)
+        return real(public_key, message, signature)
+
+    monkeypatch.setattr(node_auth, "verify_signature", counting)
+    assert fastlink.patch_node_auth_cache(size=2)
+    assert fastlink.patch_node_auth_cache(size=2)  # twice: still one cache
+    key = ec.generate_private_key(ec.SECP384R1())
+    good = {m: sign_message(key, m) for m in (b"t1", b"t2", b"t3")}
+    verify = node_auth.verify_signature
+    assert all(verify(key.public_key(), b"t1", good[b"t1"]) for _ in range(3))
+    assert calls == [b"t1"]
+    assert not verify(key.public_key(), b"t1", good[b"t2"]) and not verify(key.public_key(), b"t1", good[b"t2"])
+    assert calls == [b"t1", b"t1", b"t1"]
+    other = ec.generate_private_key(ec.SECP384R1()).public_key()
+    assert not verify(other, b"t1", good[b"t1"])  # a remembered signature, but not this key's
+    verify(key.public_key(), b"t2", good[b"t2"])
+    verify(key.public_key(), b"t3", good[b"t3"])  # size 2: t1 is forgotten
+    calls.clear()
+    assert verify(key.public_key(), b"t1", good[b"t1"]) and calls == [b"t1"]

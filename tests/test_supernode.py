@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from fedrl import pulls, supernode
@@ -20,6 +22,15 @@ def test_backoff_doubles_to_its_cap_and_resets_on_activity(monkeypatch):
     assert max(b.next_wait() for _ in range(20)) == pytest.approx(3.0)
     b.activity()
     assert b.next_wait() == pytest.approx(MIN_WAIT_S)
+
+
+def test_default_backoff_slows_down_soon_after_a_node_runs_out_of_work(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(supernode.time, "monotonic", lambda: now[0])
+    b = Backoff(0.005)
+    assert max(b.next_wait() for _ in range(20)) == pytest.approx(0.005)
+    now[0] += 0.5  # e.g. waiting for a slower node's rollout
+    assert max(b.next_wait() for _ in range(20)) == pytest.approx(0.02)
 
 
 def test_backoff_refuses_a_non_positive_cap():
@@ -78,3 +89,77 @@ def test_patches_apply_to_this_flower(monkeypatch):
     for fn in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
         assert fn.__kwdefaults__["initial_backoff"] == pulls.INITIAL_BACKOFF_S
         assert fn.__kwdefaults__["max_tries_per_object"] is None
+
+
+def test_node_sleeps_most_of_the_usual_gap_after_each_reply(monkeypatch):
+    from flwr.supernode import start_client_internal as loop
+
+    now, slept, pulls_at = [0.0], [], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(supernode, "time", SimpleNamespace(monotonic=lambda: now[0], sleep=sleep))
+    monkeypatch.setattr(loop, "time", loop.time)
+    arrival = [0.0]
+
+    def pull(**kwargs):  # Flower's pull: a run id once the next instruction is there
+        pulls_at.append(now[0])
+        found = now[0] >= arrival[0]
+        now[0] += 0.01
+        return 7 if found else None
+
+    monkeypatch.setattr(loop, "_pull_and_store_message", pull)
+    monkeypatch.setattr(loop, "_push_messages", lambda **kwargs: None)
+    assert supernode.patch_supernode_polls(0.005)
+
+    def one_exchange() -> int:
+        """Reply, then poll as Flower's loop does until the next instruction (0.1 s later)."""
+        loop._push_messages(state=None)
+        arrival[0] = now[0] - (slept[-1] if slept else 0.0) + 0.1
+        start = len(pulls_at)
+        while loop._pull_and_store_message(state=None) is None:
+            loop.time.sleep(3)
+        return len(pulls_at) - start
+
+    first = one_exchange()
+    nap_before = len(slept)
+    second = one_exchange()
+    # The nap after the second reply is 0.8 x the first gap (0.1 s, seen to within a poll).
+    assert 0.08 <= slept[nap_before] <= 0.8 * 0.115
+    assert second <= 3 < first
+
+
+def test_node_signs_one_timestamp_per_reuse_window(monkeypatch):
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from flwr.supercore.primitives.asymmetric import verify_signature
+    from flwr.supernode import node_auth_http_interceptor as auth
+
+    monkeypatch.setattr(auth, "now", auth.now)
+    monkeypatch.setattr(auth, "sign_message", auth.sign_message)
+    now = [50.0]
+    monkeypatch.setattr(supernode.time, "monotonic", lambda: now[0])
+    signed = []
+    real_sign = auth.sign_message
+    monkeypatch.setattr(auth, "sign_message", lambda key, msg: signed.append(msg) or real_sign(key, msg))
+    assert supernode.patch_node_signatures(reuse_s=1.0)
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    interceptor = auth.NodeAuthHttpInterceptor(key, key.public_key())
+
+    def headers() -> tuple[str, str]:
+        sent = {}
+        request = SimpleNamespace(headers={})
+        interceptor.intercept(SimpleNamespace(request=request), lambda ctx: sent.update(ctx.request.headers))
+        return sent[auth.TIMESTAMP_HEADER], sent[auth.FLEET_HTTP_SIGNATURE_HEADER]
+
+    first = [headers() for _ in range(3)]
+    now[0] += 0.5
+    first.append(headers())
+    assert len(set(first)) == 1 and len(signed) == 1
+    now[0] += 0.6  # past the window: a fresh timestamp and signature
+    second = headers()
+    assert second[0] != first[0][0] and len(signed) == 2
+    import base64
+    assert verify_signature(key.public_key(), second[0].encode(), base64.b64decode(second[1]))
