@@ -39,8 +39,9 @@ class ActorCritic(nn.Module):
     """Separate actor and critic MLPs.
 
     Discrete action spaces get a categorical head; Box action spaces a Gaussian with a
-    state-independent log-std that starts at ``log_std_init`` (ignored for discrete actions). The module takes already-normalised observations; its
-    state_dict holds only parameters, so it is exactly what clients send and receive.
+    state-independent log-std that starts at ``log_std_init`` (ignored for discrete
+    actions). The module takes already-normalised observations; its state_dict holds
+    only parameters, so it is exactly what clients send and receive.
     """
 
     def __init__(self, obs_dim: int, action_space: gym.spaces.Space, model_size: str = "small",

@@ -13,13 +13,13 @@ import pytest
 import torch
 from flwr.app import Array, Error, Message
 
+import fedrl.server as server_module
 from fedrl.config import FedRLConfig
 from fedrl.evaluate import evaluate
 from fedrl.local import LocalGrid
 from fedrl.normalizer import RunningStats
 from fedrl.outputs import CLIENT_COLUMNS, ROUND_COLUMNS, load_policy
 from fedrl.protocol import GRADS, PACKED
-import fedrl.server as server_module
 from fedrl.server import FederatedPPO, exchange
 from fedrl.waits import ExpectedWait
 
