@@ -14,7 +14,7 @@ minibatch exchange:
   then fetches the message object by object over HTTP, retrying after 1 s whenever
   an object is not there yet.
 
-This entry point runs Flower's own ``flower-supernode`` with three changes. Its waits
+This entry point runs Flower's own ``flower-supernode`` with these changes. Its waits
 become adaptive (:class:`Backoff`): 0.5 ms after a message, doubling to
 ``--poll-max-ms`` (default 5 ms) while idle, 20 ms after 0.3 s without messages
 (a node that finished its rollout before the others), 100 ms after 1 s and
