@@ -39,6 +39,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,15 @@ class Backoff:
         return min(wait, cap)
 
 
+@dataclass
+class _SinceReply:
+    """When this node's last reply went, how long it slept after it, and the polls since."""
+
+    at: float
+    slept: float
+    polls: int = 0
+
+
 class _Clock:
     """Stands in for the ``time`` module inside Flower's SuperNode loop: only ``sleep`` differs."""
 
@@ -123,17 +133,18 @@ def patch_supernode_polls(max_s: float, executor: InNodeClientApp | None = None)
     pull, push = loop._pull_and_store_message, loop._push_messages
     # The gap between this node's reply and the server's next instruction.
     gap = ExpectedWait()
-    since_reply: dict[str, float] = {}  # "at": when the reply went, "slept": the nap after it, "polls"
+    since_reply: _SinceReply | None = None
 
     def pull_and_note(*args: Any, **kwargs: Any) -> int | None:
+        nonlocal since_reply
         start = time.monotonic()
         run_id = pull(*args, **kwargs)
-        if since_reply:
-            since_reply["polls"] += 1
+        if since_reply is not None:
+            since_reply.polls += 1
         if run_id is not None:
-            if since_reply:
-                gap.observe(start - since_reply["at"], since_reply["slept"], since_reply["polls"] == 1)
-                since_reply.clear()
+            if since_reply is not None:
+                gap.observe(start - since_reply.at, since_reply.slept, since_reply.polls == 1)
+                since_reply = None
             idle.activity()
             reply.activity()
             if executor is not None:
@@ -141,9 +152,10 @@ def patch_supernode_polls(max_s: float, executor: InNodeClientApp | None = None)
         return run_id
 
     def push_and_rest(*args: Any, **kwargs: Any) -> None:
+        nonlocal since_reply
         push(*args, **kwargs)
-        since_reply.update(at=time.monotonic(), slept=gap.first_sleep(), polls=0)
-        time.sleep(since_reply["slept"])
+        since_reply = _SinceReply(at=time.monotonic(), slept=gap.first_sleep())
+        time.sleep(since_reply.slept)
 
     loop._pull_and_store_message = pull_and_note
     loop._push_messages = push_and_rest
@@ -173,8 +185,9 @@ def patch_node_signatures(reuse_s: float = SIGNATURE_REUSE_S) -> bool:
 
     def recent_now() -> Any:
         with lock:
-            if time.monotonic() - stamp[0] >= reuse_s:
-                stamp[:] = [time.monotonic(), now()]
+            t = time.monotonic()
+            if t - stamp[0] >= reuse_s:
+                stamp[:] = [t, now()]
             return stamp[1]
 
     def sign_once(private_key: Any, message: bytes) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from types import SimpleNamespace
 
 import pytest
@@ -161,5 +162,4 @@ def test_node_signs_one_timestamp_per_reuse_window(monkeypatch):
     now[0] += 0.6  # past the window: a fresh timestamp and signature
     second = headers()
     assert second[0] != first[0][0] and len(signed) == 2
-    import base64
     assert verify_signature(key.public_key(), second[0].encode(), base64.b64decode(second[1]))
