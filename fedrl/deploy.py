@@ -53,7 +53,7 @@ SUPERNODES = {
     "fedrl-polls": [sys.executable, "-m", "fedrl.supernode", "--stock-clientapp"],
     "stock": ["flower-supernode"],
 }
-# How local-up starts the SuperLink: fedrl's (idle middleware skipped; see fedrl.fastlink)
+# How local-up starts the SuperLink: fedrl's (idle middleware skipped, pulls held; see fedrl.fastlink)
 # or Flower's stock flower-superlink.
 SUPERLINKS = {
     "fedrl": [sys.executable, "-m", "fedrl.fastlink"],

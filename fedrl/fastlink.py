@@ -37,6 +37,14 @@ fedrl-supernode signs one timestamp for up to a second of requests
 can only give the same answer (:func:`patch_node_auth_cache`). The timestamp's age is
 still checked on every request. Guarded by the Flower version; on another version
 the stock SuperLink runs unchanged.
+
+And a pull that finds nothing is held (:func:`patch_held_pulls`): a SuperNode
+asking for its next instruction, the ServerApp asking for replies, or either asking
+for an object whose content has not arrived yet, waits in the SuperLink until the
+next message or object is pushed (or :data:`HOLD_S` has passed) and looks again,
+instead of answering "nothing" and being asked again a few milliseconds later over
+HTTP. In a sync exchange most requests were such polls; a held one costs the
+SuperLink a state lookup per push instead of a full request on both sides.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +66,12 @@ VERIFIED_CACHE_SIZE = 4096
 MESSAGE_ROUTES = frozenset(f"/v1/{api}/{call}" for api in ("fleet", "runtime") for call in
                            ("pull-messages", "push-messages", "pull-object", "push-object",
                             "confirm-message-received"))
+# Longest a pull that found nothing is held. Flower's clients time out after 30 s; a
+# ServerApp's reply deadline may be passed by at most this much.
+HOLD_S = 0.5
+# Pulls held at once. Each holds a thread of the server's pool (anyio: 40), and the
+# rest of the pool must stay free for the pushes that end the holds.
+MAX_HELD = 16
 
 
 def pass_through_rules() -> dict[type, Callable[[Any], bool]]:
@@ -203,11 +218,110 @@ def patch_node_auth_cache(size: int = VERIFIED_CACHE_SIZE) -> bool:
     return True
 
 
+class Doorbell:
+    """Rung after every push of a message or an object; a pull that found nothing waits for the next ring."""
+
+    def __init__(self, max_held: int = MAX_HELD) -> None:
+        self._changed = threading.Condition()
+        self._rings = 0
+        self.places = threading.BoundedSemaphore(max_held)
+
+    def rings(self) -> int:
+        """How often it has rung so far."""
+        with self._changed:
+            return self._rings
+
+    def ring(self) -> None:
+        """Something was pushed: wake every held pull."""
+        with self._changed:
+            self._rings += 1
+            self._changed.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a ring after the first ``seen``; False if none came."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._rings != seen, timeout)
+
+
+def held(pull: Callable[..., Any], found_nothing: Callable[[Any], bool], bell: Doorbell,
+         hold_s: float = HOLD_S) -> Callable[..., Any]:
+    """``pull``, looked again after each ring of ``bell`` while ``found_nothing`` (up to ``hold_s``).
+
+    The count of rings is read before each look, so a push that lands between a look
+    and the wait ends the wait at once. When every place is taken, it answers at once.
+    """
+
+    def held_pull(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + hold_s
+        seen = bell.rings()
+        response = pull(*args, **kwargs)
+        if not found_nothing(response) or not bell.places.acquire(blocking=False):
+            return response
+        try:
+            while found_nothing(response):
+                left = deadline - time.monotonic()
+                if left <= 0 or not bell.wait(seen, left):
+                    break
+                seen = bell.rings()
+                response = pull(*args, **kwargs)
+        finally:
+            bell.places.release()
+        return response
+
+    held_pull.__wrapped__ = pull  # type: ignore[attr-defined]
+    held_pull.fedrl_patch = "held"  # type: ignore[attr-defined]
+    return held_pull
+
+
+def ringing(push: Callable[..., Any], bell: Doorbell) -> Callable[..., Any]:
+    """``push``, then ``bell`` rung (also when it raised: a ring only makes pulls look again)."""
+
+    def push_and_ring(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return push(*args, **kwargs)
+        finally:
+            bell.ring()
+
+    push_and_ring.__wrapped__ = push  # type: ignore[attr-defined]
+    push_and_ring.fedrl_patch = "ring"  # type: ignore[attr-defined]
+    return push_and_ring
+
+
+def _no_messages(response: Any) -> bool:
+    return len(response.messages_list) == 0
+
+
+def _object_not_there_yet(response: Any) -> bool:
+    # Found but empty: announced by its message and not pushed yet. An unknown object never comes.
+    return response.object_found and not response.object_available
+
+
+def patch_held_pulls(bell: Doorbell | None = None, hold_s: float = HOLD_S) -> bool:
+    """Hold the Fleet and Runtime pulls of messages and objects that find nothing (see the module docstring).
+
+    False (and nothing changed) on other Flower versions; patching twice changes nothing more.
+    """
+    if not flwr.__version__.startswith(SUPPORTED_PREFIX):
+        return False
+    from flwr.superlink.servicer.fleet import fleet_handlers
+    from flwr.superlink.servicer.runtime import runtime_handlers
+
+    bell = bell or Doorbell()
+    for handlers in (fleet_handlers, runtime_handlers):
+        if getattr(handlers.pull_messages, "fedrl_patch", None) == "held":
+            continue
+        handlers.pull_messages = held(handlers.pull_messages, _no_messages, bell, hold_s)
+        handlers.pull_object = held(handlers.pull_object, _object_not_there_yet, bell, hold_s)
+        handlers.push_messages = ringing(handlers.push_messages, bell)
+        handlers.push_object = ringing(handlers.push_object, bell)
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``fedrl-superlink``: Flower's SuperLink with idle middleware skipped; every argument goes to it."""
+    """``fedrl-superlink``: Flower's SuperLink, idle middleware skipped, pulls held; all arguments go to it."""
     from flwr.superlink.cli import flower_superlink
 
-    if not (patch_superlink_middleware() and patch_node_auth_cache()):
+    if not (patch_superlink_middleware() and patch_node_auth_cache() and patch_held_pulls()):
         print(f"fedrl-superlink: Flower {flwr.__version__} is not {SUPPORTED_PREFIX}x; running the stock SuperLink",
               file=sys.stderr)
     sys.argv = ["flower-superlink", *(sys.argv[1:] if argv is None else argv)]

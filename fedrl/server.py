@@ -57,7 +57,9 @@ def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S
     ``max_poll_s`` (2 ms for gradient exchanges; rollouts, which take seconds, use a
     longer one so the server does not take CPU from the clients). With ``expected``,
     the first poll waits for most of the usual reply time, which this exchange then
-    updates (:mod:`fedrl.waits`).
+    updates (:mod:`fedrl.waits`). On ``fedrl-superlink`` a pull that finds nothing is held
+    until a reply is pushed (:mod:`fedrl.fastlink`), so it may return up to 0.5 s past
+    ``timeout_s``.
     """
     ids = list(grid.push_messages(messages))
     pushed = time.monotonic()

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from flwr.proto.fleet_pb2 import PullMessagesResponse
+from flwr.proto.message_pb2 import Message as MessageProto
+from flwr.proto.message_pb2 import PullObjectResponse
 from flwr.supercore.routers.runtime.tracing import RuntimeTracingMiddleware
 from flwr.superlink.routers.control import middlewares as control
 from flwr.superlink.routers.fleet.middlewares import FleetEventLogMiddleware
 from flwr.superlink.routers.fleet.node_auth import NodeAuthMiddleware
+from flwr.superlink.servicer.fleet import fleet_handlers
+from flwr.superlink.servicer.runtime import runtime_handlers
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -187,3 +195,93 @@ def test_a_valid_signature_is_verified_once_and_an_invalid_one_every_time(monkey
     verify(key.public_key(), b"t3", good[b"t3"])  # size 2: t1 is forgotten
     calls.clear()
     assert verify(key.public_key(), b"t1", good[b"t1"]) and calls == [b"t1"]
+
+
+class _Inbox:
+    """A pull handler over a list: answers what has been pushed so far (a list), counting its looks."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.looks = 0
+
+    def pull(self) -> list[str]:
+        self.looks += 1
+        out, self.items = self.items, []
+        return out
+
+    def push(self, item: str) -> None:
+        self.items.append(item)
+
+
+def _empty(response: list) -> bool:
+    return not response
+
+
+def test_a_pull_that_finds_nothing_waits_for_the_next_push():
+    bell, inbox = fastlink.Doorbell(), _Inbox()
+    pull = fastlink.held(inbox.pull, _empty, bell, hold_s=5.0)
+    push = fastlink.ringing(inbox.push, bell)
+    timer = threading.Timer(0.05, push, args=("m1",))
+    start = time.monotonic()
+    timer.start()
+    assert pull() == ["m1"]
+    assert 0.04 < time.monotonic() - start < 2.0
+    assert inbox.looks == 2  # one before the wait, one after the ring
+    push("m2")
+    assert pull() == ["m2"] and inbox.looks == 3  # something there: answered at once
+
+
+def test_a_held_pull_answers_nothing_after_the_hold():
+    bell, inbox = fastlink.Doorbell(), _Inbox()
+    pull = fastlink.held(inbox.pull, _empty, bell, hold_s=0.05)
+    start = time.monotonic()
+    assert pull() == []
+    assert 0.04 < time.monotonic() - start < 1.0
+    assert inbox.looks == 1
+
+
+def test_a_push_between_the_look_and_the_wait_is_not_missed():
+    bell, inbox = fastlink.Doorbell(), _Inbox()
+
+    def look_then_someone_pushes() -> list[str]:
+        out = inbox.pull()
+        if inbox.looks == 1:
+            fastlink.ringing(inbox.push, bell)("late")
+        return out
+
+    pull = fastlink.held(look_then_someone_pushes, _empty, bell, hold_s=30.0)
+    assert pull() == ["late"] and inbox.looks == 2
+
+
+def test_a_pull_is_answered_at_once_when_every_place_is_taken_and_a_failed_push_still_rings():
+    bell, inbox = fastlink.Doorbell(max_held=1), _Inbox()
+    assert bell.places.acquire(blocking=False)
+    assert fastlink.held(inbox.pull, _empty, bell, hold_s=30.0)() == []
+    bell.places.release()
+
+    def failing_push(item: str) -> None:
+        raise RuntimeError("state refused it")
+
+    seen = bell.rings()
+    with pytest.raises(RuntimeError, match="refused"):
+        fastlink.ringing(failing_push, bell)("x")
+    assert bell.rings() == seen + 1
+
+
+def test_held_pulls_patch_flowers_pull_and_push_handlers_once(monkeypatch):
+    for handlers in (fleet_handlers, runtime_handlers):
+        for name in ("pull_messages", "pull_object", "push_messages", "push_object"):
+            monkeypatch.setattr(handlers, name, getattr(handlers, name))
+    assert fastlink.patch_held_pulls() and fastlink.patch_held_pulls()
+    for handlers in (fleet_handlers, runtime_handlers):
+        assert handlers.pull_messages.fedrl_patch == handlers.pull_object.fedrl_patch == "held"
+        assert handlers.push_messages.fedrl_patch == handlers.push_object.fedrl_patch == "ring"
+        assert getattr(handlers.pull_messages.__wrapped__, "fedrl_patch", None) is None  # wrapped once
+
+
+def test_what_counts_as_nothing_found():
+    assert fastlink._no_messages(PullMessagesResponse())
+    assert not fastlink._no_messages(PullMessagesResponse(messages_list=[MessageProto()]))
+    assert fastlink._object_not_there_yet(PullObjectResponse(object_found=True, object_available=False))
+    assert not fastlink._object_not_there_yet(PullObjectResponse(object_found=True, object_available=True))
+    assert not fastlink._object_not_there_yet(PullObjectResponse(object_found=False, object_available=False))
