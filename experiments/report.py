@@ -229,7 +229,11 @@ def env_table(groups: list[Group], eval_episodes: int = 0) -> tuple[list[str], l
     pct_end, rule_end = percent_of_baseline(r_end)
     env_id, size = groups[0].env_id, groups[0].model_size
     threshold = THRESHOLDS.get(env_id)
-    lines = [f"### {env_id} ({size} model)", "",
+    budgets = sorted({len(r.rounds) for g in groups for r in g.runs})
+    steps = np.median([r.env_steps[-1] for g in groups for r in g.runs])
+    budget = (f"Budget: {budgets[0]} rounds a run, median {steps:,.0f} total env steps." if len(budgets) == 1 else
+              f"Budgets differ between runs ({', '.join(map(str, budgets))} rounds): compare with care.")
+    lines = [f"### {env_id} ({size} model)", "", budget, "",
              "| algorithm | seeds | R̄ | R̄ % | R̄ 95% CI | R̄_end | R̄_end % | R̄_end 95% CI | var(R̄) | var(R̄_end) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     rows = []

@@ -15,6 +15,10 @@ output of an unfinished attempt is moved under ``<cell>/incomplete/``, never del
 With ``--archive experiments/results/cells`` the cells whose records the report has
 archived there (and that were committed) are skipped as well, so a sweep started on a
 fresh machine only runs what is missing.
+A cell is only skipped when it ran with the config this sweep asks for. One that
+completed with another config (say a shorter ``--set 'num-server-rounds=...'``) stops
+the sweep before anything runs, naming the cell and the keys that differ: its results
+are kept, and mixing two budgets in one table would go unnoticed.
 """
 
 from __future__ import annotations
@@ -103,6 +107,13 @@ def is_complete(cell_dir: Path, need_model: bool = True) -> bool:
             and (not need_model or (run_dir / "model.pt").is_file()))
 
 
+def config_differences(cell_dir: Path, wanted: dict) -> dict[str, tuple]:
+    """Keys on which a complete cell's recorded run config differs from ``wanted``: (recorded, wanted)."""
+    recorded = json.loads((cell_dir / "cell.json").read_text())["config"]
+    keys = (set(recorded) | set(wanted)) - {"outdir"}
+    return {k: (recorded.get(k), wanted.get(k)) for k in sorted(keys) if recorded.get(k) != wanted.get(k)}
+
+
 def set_aside_incomplete(cell_dir: Path) -> None:
     """Move whatever an unfinished attempt left under ``incomplete/`` (kept, not deleted)."""
     if not cell_dir.exists():
@@ -168,8 +179,22 @@ def main(argv: list[str] | None = None) -> int:
     for a in archives:
         if not a.is_dir():
             print(f"sweep: --archive {a} does not exist (yet): no archived cells there")
-    todo = [c for c in cells if not is_complete(runs_dir / c.relpath)
-            and not any(is_complete(a / c.relpath, need_model=False) for a in archives)]
+    todo, conflicts = [], []
+    for c in cells:
+        found = [d / c.relpath for d in [runs_dir, *archives]
+                 if is_complete(d / c.relpath, need_model=d == runs_dir)]
+        if not found:
+            todo.append(c)
+            continue
+        diff = config_differences(found[0], c.run_config(overrides))
+        if diff:
+            conflicts.append(f"  {found[0]}: " + ", ".join(f"{k} = {r!r} there, {w!r} asked"
+                                                         for k, (r, w) in diff.items()))
+    if conflicts:
+        print("sweep: these cells are complete with another config; their results are kept and nothing ran.\n"
+              + "\n".join(conflicts) + "\nAsk for the config they ran with (the same --set), or use another "
+              "--runs-dir (without that --archive) for this one.", file=sys.stderr)
+        return 2
     print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} already complete, {len(todo)} to run -> {runs_dir}")
     if args.dry_run:
         for c in cells:

@@ -89,6 +89,7 @@ def test_report_tables_and_files(tmp_path):
     assert by["baseline-sum"]["threshold_steps"] == "1000+ 1000+"
     report = (tmp_path / "out" / "report.md").read_text()
     assert "no negative values" in report and "| lweighted | 2 | 225.00 | 107.14% |" in report
+    assert "Budget: 10 rounds a run, median 1,000 total env steps." in report
     for png in ("curve_CartPole-v1_small.png", "normalised_CartPole-v1_small.png", "percent_of_baseline_sum.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
     assert (tmp_path / "out" / "summary.csv").is_file()
@@ -116,6 +117,15 @@ def test_unequal_seeds_are_also_compared_pairwise(tmp_path):
     assert by["baseline-avg"]["paired_seeds"] == "" and math.isnan(by["baseline-avg"]["r_mean_pct_paired"])
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| rweighted | 2 3 | 52.32% | 228.57% |" in report
+
+
+def test_mixed_budgets_are_flagged(tmp_path):
+    runs = tmp_path / "runs"
+    make_cell(runs, "CartPole-v1", "baseline-sum", "small", 1, [100] * 10)
+    make_cell(runs, "CartPole-v1", "rweighted", "small", 1, [100] * 20)
+    write_report(runs, tmp_path / "out")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Budgets differ between runs (10, 20 rounds): compare with care." in report and "Budget:" not in report
 
 
 def test_report_without_results_says_so(tmp_path):

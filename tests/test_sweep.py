@@ -95,3 +95,25 @@ def test_archived_cells_are_skipped(tmp_path, fake_engine, capsys):
     # Before the first report there is no archive yet: said, not fatal.
     assert sweep.main(["--runs-dir", str(tmp_path / "other"), "--archive", str(tmp_path / "nowhere"), *ARGS]) == 0
     assert "nowhere does not exist (yet)" in capsys.readouterr().out and len(fake_engine) == 10
+
+
+def test_cell_complete_with_another_config_stops_the_sweep(tmp_path, fake_engine, capsys):
+    runs = tmp_path / "runs"
+    assert sweep.main(["--runs-dir", str(runs), *ARGS]) == 0
+    capsys.readouterr()
+    longer = [*ARGS[:-1], "num-server-rounds=5"]
+    assert sweep.main(["--runs-dir", str(runs), *longer]) == 2
+    err = capsys.readouterr().err
+    assert "num-server-rounds = 3 there, 5 asked" in err
+    assert err.count("num-server-rounds") == 4 and "lweighted-norm" in err
+    # Nothing ran and the shorter runs are untouched.
+    assert len(fake_engine) == 4
+    assert all(sweep.is_complete(runs / "CartPole-v1" / v / "small" / s)
+               for v in ("baseline-sum", "lweighted-norm") for s in ("seed1", "seed2"))
+    # The same holds for archived cells, and the config they ran with is still accepted.
+    from experiments.report import write_report
+    write_report(runs, tmp_path / "results")
+    archive = ["--archive", str(tmp_path / "results" / "cells")]
+    assert sweep.main(["--runs-dir", str(tmp_path / "fresh"), *archive, *longer]) == 2
+    assert sweep.main(["--runs-dir", str(tmp_path / "fresh"), *archive, *ARGS]) == 0
+    assert len(fake_engine) == 4
