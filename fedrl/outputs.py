@@ -12,7 +12,7 @@ import torch
 from fedrl.config import FedRLConfig
 from fedrl.model import ActorCritic, build_model
 from fedrl.normalizer import RunningStats
-from fedrl.runtime import versions
+from fedrl.runtime import machine, versions
 
 ROUND_COLUMNS = ("round", "env_steps", "episodic_return_mean", "episodic_return_std", "episodes", "loss_mean",
                  "policy_loss_mean", "value_loss_mean", "entropy_mean", "approx_kl_mean", "clients",
@@ -39,7 +39,8 @@ class RunWriter:
         path.mkdir(parents=True)
         self.path = path
         self.cfg = cfg
-        config = {"config": cfg.to_run_config(), "run_id": run_id, "versions": versions(), **(extra or {})}
+        config = {"config": cfg.to_run_config(), "run_id": run_id, "versions": versions(), "machine": machine(),
+                  **(extra or {})}
         (path / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
         self._rounds = open(path / "rounds.csv", "w", newline="")
         self._clients = open(path / "clients.csv", "w", newline="")

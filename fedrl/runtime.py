@@ -30,9 +30,36 @@ def resolve_device(name: str) -> torch.device:
 def versions() -> dict[str, str]:
     """Versions of Python and the packages a result depends on."""
     out = {"python": platform.python_version()}
-    for pkg in ("fedrl", "flwr", "torch", "gymnasium", "numpy"):
+    for pkg in ("fedrl", "flwr", "torch", "gymnasium", "numpy", "mujoco", "box2d"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
+
+
+def machine(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str | int]:
+    """The CPU this process runs on and the instruction sets torch's kernels may use.
+
+    Runs are bit-for-bit repeatable on one kind of CPU, not across kinds: torch and MKL
+    pick kernels by instruction set, which changes float rounding, and a PPO run turns
+    that into a different trajectory. Recording the CPU says which results should agree.
+    """
+    info: dict[str, str] = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if not line.strip():  # the first processor's block is enough
+                    break
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    except OSError:  # not Linux
+        pass
+    isa = sorted(flag for flag in info.get("flags", "").split() if flag.startswith(("avx", "amx", "fma")))
+    return {
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "cpu_id": " ".join(f"{k} {info[k]}" for k in ("vendor_id", "cpu family", "model", "stepping") if k in info),
+        "cpu_isa": " ".join(isa),
+        "cpu_count": os.cpu_count() or 0,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }

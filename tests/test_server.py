@@ -48,6 +48,7 @@ def test_every_aggregator_trains_and_writes_outputs(tmp_outdir, aggregator):
     assert path.name == f"CartPole-v1_{aggregator}_seed1_run42"
     config = json.loads((path / "config.json").read_text())
     assert config["config"]["aggregator"] == aggregator and "torch" in config["versions"]
+    assert config["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     rounds = read_csv(path / "rounds.csv")
     assert [int(r["round"]) for r in rounds] == [1, 2]
     assert set(ROUND_COLUMNS) <= set(rounds[0])
