@@ -5,7 +5,7 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedrl.client import handle_gradient, handle_local, handle_rollout
+from fedrl.federation.client import handle_gradient, handle_local, handle_rollout
 
 app = ClientApp()
 

@@ -1,4 +1,4 @@
-"""fedrl ServerApp: federated PPO with the paper's gradient aggregators."""
+"""fedrl ServerApp: validate the run config, pick the aggregator, run the synchronous rounds."""
 
 from __future__ import annotations
 
@@ -8,17 +8,22 @@ import sys
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedrl import pulls, simpoll
 from fedrl.config import ConfigError, FedRLConfig
+from fedrl.federation.sync import SyncScheduler
 from fedrl.runtime import set_torch_threads
-from fedrl.server import FederatedPPO
+from fedrl.transport import compat, simpoll
+from strategies.registry import make_aggregator
 
-# Must happen at import: the simulation engine starts its poll thread after importing us.
-simpoll.install()
-# On a deployment, replies are pulled from the SuperLink in this process.
-pulls.install()
+# At import: the simulation engine starts its poll thread after importing this module,
+# and on a deployment the replies' objects are pulled in this process.
+PATCHES = compat.apply(["sim-poll", "object-pulls"])
 
 app = ServerApp()
+
+
+def build_scheduler(cfg: FedRLConfig, grid: Grid, run_id: int | str, out: bool = True) -> SyncScheduler:
+    """The synchronous scheduler for ``cfg``, handed the aggregator it names."""
+    return SyncScheduler(cfg, grid, make_aggregator(cfg), run_id, out=out, extra={"patches": PATCHES})
 
 
 def _logger() -> logging.Logger:
@@ -36,11 +41,14 @@ def _logger() -> logging.Logger:
 def main(grid: Grid, context: Context) -> None:
     """Validate the run config, then train for ``num-server-rounds`` rounds."""
     log = _logger()
+    log.info("fedrl: Flower patches: %s", compat.describe(PATCHES))
     try:
         cfg = FedRLConfig.from_run_config(context.run_config)
+        if cfg.sim_poll_max_ms > 0:
+            compat.require("sim-poll", "sim-poll-max-ms", cfg.sim_poll_max_ms, "0 (Flower's own 100 ms poll)")
     except ConfigError as exc:
         log.error("%s", exc)
         raise
     simpoll.set_max_wait(cfg.sim_poll_max_ms / 1000)
     set_torch_threads()
-    FederatedPPO(cfg, grid, context.run_id).run()
+    build_scheduler(cfg, grid, context.run_id).run()

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from experiments.common import ROOT, read_rounds
-from fedrl.deploy import CONNECTION, LocalDeployment
-from fedrl.launch import flwr_run, to_overrides
+from fedrl.tools.deploy import CONNECTION, LocalDeployment
+from fedrl.tools.launch import flwr_run, to_overrides
 
 WORKLOAD = {"env-id": "CartPole-v1", "aggregator": "baseline-avg", "model-size": "small", "min-steps": 256,
             "min-episodes": 1, "update-epochs": 4, "num-minibatches": 4}

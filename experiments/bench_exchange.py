@@ -14,8 +14,7 @@ import numpy as np
 
 from experiments.common import simulate
 from fedrl.config import FedRLConfig
-from fedrl.local import LocalGrid
-from fedrl.server import FederatedPPO
+from fedrl.tools.local_grid import LocalGrid
 
 WORKLOAD = {"env-id": "CartPole-v1", "aggregator": "baseline-avg", "model-size": "small", "min-steps": 256,
             "min-episodes": 1, "update-epochs": 4, "num-minibatches": 4}
@@ -36,10 +35,11 @@ def main() -> None:
     args = parser.parse_args()
     config = {**WORKLOAD, "num-server-rounds": args.rounds}
     from client_app import app
+    from server_app import build_scheduler
 
     with tempfile.TemporaryDirectory() as tmp:
         rc = {**config, "outdir": tmp}
-        local = FederatedPPO(FedRLConfig.from_run_config(rc), LocalGrid(app, 2, rc), run_id=0, out=False).run()
+        local = build_scheduler(FedRLConfig.from_run_config(rc), LocalGrid(app, 2, rc), run_id=0, out=False).run()
     stock, sim, sim20 = simulate([{**config, "sim-poll-max-ms": 0}, config, {**config, "sim-poll-max-ms": 20}], clients=2)
     print(f"exchanges per round: {int(sim[-1]['exchanges'])}, rounds: {args.rounds} (round 1 excluded)")
     for name, rows in (("simulation, stock poll", stock), ("simulation, poll <= 2 ms", sim),

@@ -16,8 +16,7 @@ import tomllib
 from pathlib import Path
 
 from fedrl.config import FedRLConfig
-from fedrl.local import LocalGrid
-from fedrl.server import FederatedPPO
+from fedrl.tools.local_grid import LocalGrid
 
 ROOT = Path(__file__).resolve().parents[1]
 AGGREGATORS = ["baseline-sum", "baseline-avg", "rweighted", "lweighted", "fedavg", "fedprox"]
@@ -28,12 +27,13 @@ CLIENTS = 4
 def steps_to_threshold(aggregator: str, seed: int, max_steps: int) -> tuple[int | None, int, float, float]:
     """(steps when the running score first reached 475 or None, steps run, last round mean, seconds)."""
     from client_app import app
+    from server_app import build_scheduler
 
     preset = tomllib.loads((ROOT / "experiments" / "presets" / "cartpole.toml").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         rc = {**preset, "aggregator": aggregator, "seed": seed, "outdir": tmp, "num-server-rounds": 10_000,
               **({"mu": 0.01} if aggregator == "fedprox" else {})}
-        server = FederatedPPO(FedRLConfig.from_run_config(rc), LocalGrid(app, CLIENTS, rc), run_id=0, out=False)
+        server = build_scheduler(FedRLConfig.from_run_config(rc), LocalGrid(app, CLIENTS, rc), run_id=0, out=False)
         start, score, server_round = time.perf_counter(), None, 0
         while server.env_steps < max_steps:
             server_round += 1

@@ -17,7 +17,7 @@ import numpy as np
 
 from experiments.common import simulate, steady_sps
 from fedrl.config import FedRLConfig
-from fedrl.single import train_single
+from fedrl.rl.single import train_single
 
 CLIENTS = 2
 

@@ -6,8 +6,8 @@ import csv
 import tempfile
 from pathlib import Path
 
-from fedrl.launch import flwr_run, to_overrides
-from fedrl.superlink import CONNECTION, simulation_superlink
+from fedrl.tools.launch import flwr_run, to_overrides
+from fedrl.tools.simulation import CONNECTION, simulation_superlink
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,8 +39,8 @@ from pathlib import Path
 
 from experiments.common import ROOT
 from fedrl.config import AGGREGATORS, MODEL_SIZES, ConfigError, FedRLConfig
-from fedrl.launch import flwr_run, to_overrides
-from fedrl.superlink import CONNECTION, simulation_superlink
+from fedrl.tools.launch import flwr_run, to_overrides
+from fedrl.tools.simulation import CONNECTION, simulation_superlink
 
 PRESETS = {
     "CartPole-v1": "cartpole",

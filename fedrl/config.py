@@ -1,20 +1,29 @@
-"""The one typed configuration object of a fedrl run.
+"""The one typed configuration object of a fedrl run, and the one list of aggregator names.
 
 Every key lives in ``[tool.flwr.app.config]`` of ``pyproject.toml`` (kebab-case).
 :func:`FedRLConfig.from_run_config` is the single place where a run config is
 parsed and validated; both the ServerApp and the ClientApp go through it, so a
 bad value stops the run before any training starts.
+
+    python -m fedrl.config     # prints the [tool.flwr.app.config] section of pyproject.toml
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedrl.rl.envs import UnsupportedEnv, check_env_id
+
+# The aggregator names: strategies/registry.py gives each its class and refuses to load
+# unless its names are exactly these.
 GRADIENT_AGGREGATORS = ("baseline-sum", "baseline-avg", "rweighted", "lweighted")
 PARAMETER_AGGREGATORS = ("fedavg", "fedprox")
 AGGREGATORS = GRADIENT_AGGREGATORS + PARAMETER_AGGREGATORS
@@ -36,39 +45,75 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class FedRLConfig:
-    """Resolved, validated settings of one federated PPO run (see pyproject.toml for each key)."""
+    """Resolved, validated settings of one federated PPO run.
+
+    Each field's default and its one-line description (the string below it, as in
+    CleanRL's ``Args``) are the only ones; ``[tool.flwr.app.config]`` in pyproject.toml
+    is :func:`pyproject_section`'s output, and a test keeps the two equal.
+    """
 
     env_id: str = "CartPole-v1"
+    """Task: a registered gymnasium id with a Box observation space and a Discrete or Box action space."""
     aggregator: str = "baseline-sum"
+    """How updates are combined: "baseline-sum", "baseline-avg", "rweighted", "lweighted", "fedavg" or "fedprox"."""
     num_server_rounds: int = 30
+    """Rounds; each is one rollout phase followed by the update exchanges."""
     min_steps: int = 2000
+    """Each client plays until it has at least min-episodes finished episodes AND min-steps steps."""
     min_episodes: int = 2
+    """Finished episodes each client plays per round, at least (see min-steps)."""
     num_envs_per_client: int = 1
+    """Environments per client, stepped together so one batched policy forward serves them all."""
     update_epochs: int = 4
+    """PPO epochs over the round's rollout; each epoch is num-minibatches gradient exchanges."""
     num_minibatches: int = 4
+    """Minibatches each client splits its rollout into, per epoch."""
     server_optimizer: str = "adam"
+    """Optimizer the server applies the combined gradient with: "adam" or "sgd"."""
     server_lr: float = 2.5e-4
+    """Learning rate of the server optimizer."""
     client_lr: float = 2.5e-4
+    """Learning rate of the clients' local Adam (fedavg/fedprox only)."""
     gamma: float = 0.99
+    """Discount factor."""
     gae_lambda: float = 0.95
+    """GAE lambda."""
     clip_coef: float = 0.2
+    """PPO clipping coefficient of the surrogate objective."""
     ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
     vf_coef: float = 0.5
+    """Value-loss coefficient."""
     max_grad_norm: float = 0.5
+    """Global norm the combined gradient is clipped to before the optimizer step."""
     norm_adv: bool = True
+    """Standardise advantages per minibatch."""
     normalize_obs: bool = True
+    """Federated observation normalisation (the server merges the clients' statistics)."""
     normalize_reward: bool = False
+    """Divide rewards by the std of the discounted return (merged like the observations'), clipped to +-10."""
     model_size: str = "small"
+    """Network size: "small" (~9k parameters), "medium" (~45k) or "large" (~750k)."""
     log_std_init: float = 0.0
+    """Initial log standard deviation of the Gaussian policy (Box action spaces only)."""
     weight_floor_h: float = 0.0
+    """h in the weight floor 1/h of rweighted/lweighted; 0 means the number of replies."""
     normalize_weights: bool = False
+    """Divide weights by their sum so they total 1 instead of 2 (the paper's Figure 11 variant)."""
     mu: float = 0.0
+    """FedProx proximal coefficient (only with aggregator = "fedprox")."""
     seed: int = 1
+    """Base seed; each client derives its own from (seed, partition-id, round)."""
     outdir: str = DEFAULT_OUTDIR
+    """Results go to <outdir>/<env>_<aggregator>_seed<seed>_run<id>/; absolute or ~-relative."""
     device: str = "cpu"
+    """Torch device for server and clients: "cpu", "cuda" or "auto"."""
     sim_poll_max_ms: float = 2.0
+    """Simulation only: longest idle wait (ms) of the engine's message poll (Flower's is 100 ms); 0 keeps Flower's."""
     reply_timeout: float = 600.0
+    """Seconds the server waits for the replies of one exchange; later replies are dropped."""
     min_replies: int = 1
+    """Fewest valid replies an exchange needs: fewer skips the step; a rollout phase is retried 3 times."""
 
     @property
     def is_gradient_aggregator(self) -> bool:
@@ -140,9 +185,39 @@ class FedRLConfig:
             if not torch.cuda.is_available():
                 raise ConfigError("device", self.device, "\"cpu\" or \"auto\" (no CUDA device is visible)")
         if check_env:
-            from fedrl.envs import check_env_id
+            try:
+                check_env_id(self.env_id)
+            except UnsupportedEnv as exc:
+                raise ConfigError("env-id", self.env_id, exc.allowed) from exc
 
-            check_env_id(self.env_id)
+
+def descriptions() -> dict[str, str]:
+    """Each run-config key's one-line description: the string under its field in :class:`FedRLConfig`."""
+    tree = ast.parse(inspect.getsource(FedRLConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    out = {}
+    for field_node, doc in zip(body, body[1:]):
+        if isinstance(field_node, ast.AnnAssign) and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant):
+            out[_key(field_node.target.id)] = str(doc.value.value)  # type: ignore[union-attr]
+    return out
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def pyproject_section() -> str:
+    """The ``[tool.flwr.app.config]`` section of pyproject.toml: every key, its default and its description."""
+    help_of = descriptions()
+    lines = ["[tool.flwr.app.config]",
+             "# Generated by `python -m fedrl.config` from fedrl/config.py, where each key is defined."]
+    for key, value in FedRLConfig().to_run_config().items():
+        lines += [f"# {help_of[key]}", f"{key} = {_toml(value)}"]
+    return "\n".join(lines) + "\n"
 
 
 def _key(name: str) -> str:
@@ -182,3 +257,7 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             return value
         raise ConfigError(key, value, "a quoted string (TOML), e.g. " + f'{key}="..."')
     raise TypeError(f"unsupported config field type {kind} for {key}")
+
+
+if __name__ == "__main__":
+    print(pyproject_section(), end="")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedrl.protocol import ClientUpdate
+from fedrl.federation.protocol import ClientUpdate
 from strategies.base import Aggregator, share
 
 

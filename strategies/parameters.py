@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedrl.protocol import MODEL, ClientUpdate
+from fedrl.federation.protocol import MODEL, ClientUpdate
 from strategies.base import Aggregator
 
 

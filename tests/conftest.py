@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from flwr.app import (
@@ -15,13 +17,20 @@ from flwr.app import (
 )
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedrl.protocol import pack
+from fedrl.federation.protocol import pack
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its layer (its folder), so `-m unit` runs the fast layer alone."""
+    for item in items:
+        item.add_marker(getattr(pytest.mark, item.path.resolve().relative_to(TESTS).parts[0]))
 
 # Messages built outside Flower's runtime take their run and sender from here.
 TaskIdentity.run_id = 1
 TaskIdentity.node_id = 0
 TaskIdentity.task_id = 1
 
+TESTS = Path(__file__).resolve().parent
 LOSS_PARTS = {"policy-loss": 0.1, "value-loss": 0.2, "entropy": 0.6, "approx-kl": 0.0, "clipfrac": 0.0}
 
 

@@ -1,0 +1,136 @@
+"""ClientApp handlers: rollout, gradient and local-training steps of one client.
+
+Everything that must outlive a message (the rollout) lives in ``context.state``,
+because in deployment each message may start a fresh ClientApp process. The
+module-level caches only save rebuilding envs and models inside one process.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, Message
+
+from fedrl.config import FedRLConfig
+from fedrl.federation.protocol import (
+    CONFIG,
+    GRADS,
+    MODEL,
+    OBS_STATS,
+    RETURN_STATS,
+    ROLLOUT_META,
+    ROLLOUT_STATE,
+    array_record,
+    layout,
+    numpy_state,
+    rollout_reply,
+    stats_from_records,
+    unpack,
+    update_reply,
+)
+from fedrl.rl.envs import client_seed, env_spaces, make_vector_env
+from fedrl.rl.model import ActorCritic, build_model
+from fedrl.rl.ppo import Minibatch, collect_rollout, epoch_rng, minibatch_indices, ppo_loss, train_epochs
+from fedrl.runtime import resolve_device, set_torch_threads
+
+
+@functools.lru_cache(maxsize=8)
+def _config(run_config_json: str) -> FedRLConfig:
+    return FedRLConfig.from_run_config(json.loads(run_config_json))
+
+
+def client_config(context: Context) -> FedRLConfig:
+    """The run's validated config (parsed once per process)."""
+    return _config(json.dumps(dict(context.run_config), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _model(env_id: str, model_size: str, log_std_init: float, device: str) -> ActorCritic:
+    obs_space, act_space = env_spaces(env_id)
+    return build_model(obs_space, act_space, model_size, log_std_init).to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _envs(env_id: str, num_envs: int) -> gym.vector.SyncVectorEnv:
+    return make_vector_env(env_id, num_envs)
+
+
+def _setup(message: Message, context: Context) -> tuple[FedRLConfig, int, ActorCritic, torch.device]:
+    cfg = client_config(context)
+    set_torch_threads()
+    device = resolve_device(cfg.device)
+    model = _model(cfg.env_id, cfg.model_size, cfg.log_std_init, str(device))
+    params = unpack(message.content.array_records.get(MODEL), MODEL, layout(model.state_dict()))
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in params.items()})
+    return cfg, partition_id(context), model, device
+
+
+def partition_id(context: Context) -> int:
+    """This node's partition id (set by the simulation engine or ``--node-config``)."""
+    if "partition-id" not in context.node_config:
+        raise KeyError("node config has no 'partition-id'; start the SuperNode with "
+                       "--node-config 'partition-id=I num-partitions=N'")
+    return int(context.node_config["partition-id"])
+
+
+def _stored_rollout(context: Context, server_round: int) -> dict[str, np.ndarray]:
+    meta = context.state.config_records.get(ROLLOUT_META)
+    if meta is None or int(meta["server-round"]) != server_round:
+        have = None if meta is None else int(meta["server-round"])
+        raise RuntimeError(f"no rollout stored for round {server_round} (have round {have})")
+    return numpy_state(context.state.array_records[ROLLOUT_STATE])
+
+
+def handle_rollout(message: Message, context: Context) -> Message:
+    """Play this round's episodes with the global policy and keep them for the update exchanges."""
+    start = time.perf_counter()
+    cfg, pid, model, device = _setup(message, context)
+    conf = message.content.config_records[CONFIG]
+    server_round = int(conf["server-round"])
+    envs = _envs(cfg.env_id, cfg.num_envs_per_client)
+    obs_shape = (int(np.prod(envs.single_observation_space.shape)),)
+    stats = stats_from_records(message.content.array_records.get(OBS_STATS), float(conf["obs-count"]), obs_shape)
+    return_stats = stats_from_records(message.content.array_records.get(RETURN_STATS), float(conf["return-count"]),
+                                      (1,), RETURN_STATS)
+    rollout = collect_rollout(model, stats, envs, cfg,
+                              client_seed(cfg.seed, pid, server_round), device,
+                              return_stats if cfg.normalize_reward else None)
+    context.state[ROLLOUT_STATE] = array_record(rollout.arrays())
+    context.state[ROLLOUT_META] = ConfigRecord({"server-round": server_round})
+    return rollout_reply(message, pid, rollout, time.perf_counter() - start)
+
+
+def handle_gradient(message: Message, context: Context) -> Message:
+    """Backpropagate the PPO loss of one minibatch of the stored rollout at the server's parameters."""
+    start = time.perf_counter()
+    cfg, pid, model, device = _setup(message, context)
+    conf = message.content.config_records[CONFIG]
+    server_round, epoch, minibatch = int(conf["server-round"]), int(conf["epoch"]), int(conf["minibatch"])
+    arrays = _stored_rollout(context, server_round)
+    idx = minibatch_indices(len(arrays["obs"]), cfg.num_minibatches, epoch_rng(cfg.seed, pid, server_round, epoch))[minibatch]
+    model.zero_grad(set_to_none=True)
+    loss, parts = ppo_loss(model, Minibatch.take(arrays, idx, device), cfg)
+    loss.backward()
+    grads = {name: p.grad.detach().cpu().numpy() for name, p in model.named_parameters()}
+    return update_reply(message, GRADS, {k: grads[k] for k in model.state_dict()}, pid, len(idx), parts,
+                        time.perf_counter() - start)
+
+
+def handle_local(message: Message, context: Context) -> Message:
+    """FedAvg/FedProx: run the round's PPO epochs locally from the global parameters."""
+    start = time.perf_counter()
+    cfg, pid, model, device = _setup(message, context)
+    server_round = int(message.content.config_records[CONFIG]["server-round"])
+    arrays = _stored_rollout(context, server_round)
+    anchor = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.client_lr, eps=1e-5)
+    rngs = [epoch_rng(cfg.seed, pid, server_round, epoch) for epoch in range(cfg.update_epochs)]
+    parts = train_epochs(model, optimizer, arrays, cfg, rngs, device, anchor)
+    params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    return update_reply(message, MODEL, params, pid, len(arrays["obs"]), parts, time.perf_counter() - start)
+

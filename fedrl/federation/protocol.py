@@ -1,0 +1,320 @@
+"""What travels between the ServerApp and the ClientApps, and how replies are checked.
+
+Round protocol (the paper's Algorithm 1):
+
+* ``train.rollout``: server sends ``model`` + global ``obs-stats`` and ``return-stats``;
+  the client plays, keeps its rollout in ``context.state`` and replies with ``metrics``
+  (episode returns, steps) and the ``obs-stats``/``return-stats`` of what it saw.
+* ``train.gradient``: server sends ``model`` and which epoch/minibatch; the client
+  replies with ``grads`` (laid out like the model) and its loss parts in ``metrics``.
+* ``train.local`` (FedAvg/FedProx): the client trains locally and replies ``model``.
+
+Every ArrayRecord that travels is packed (:func:`pack`): one flat float array in the
+order of the model's ``state_dict`` (or mean, m2 for statistics, kept in float64).
+
+This module is the only place that knows the wire names: clients build their replies
+with :func:`rollout_reply` and :func:`update_reply` from typed values, and the server
+reads every kind of reply through :func:`check_replies`, which turns them back into
+:class:`RolloutResult` or :class:`ClientUpdate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from fedrl.rl.normalizer import RunningStats
+from fedrl.rl.ppo import LossParts, Rollout
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("fedrl")
+
+ROLLOUT = "train.rollout"
+GRADIENT = "train.gradient"
+LOCAL = "train.local"
+
+MODEL = "model"
+GRADS = "grads"
+OBS_STATS = "obs-stats"
+RETURN_STATS = "return-stats"
+CONFIG = "config"
+METRICS = "metrics"
+ROLLOUT_STATE = "rollout"
+ROLLOUT_META = "rollout-meta"
+PACKED = "packed"
+
+# The wire name of each LossParts field: snake_case in Python, kebab-case in a MetricRecord.
+LOSS_METRICS = {name: name.replace("_", "-") for name in LossParts._fields}
+
+
+class InvalidReply(ValueError):
+    """A client reply that must not reach the global model; the message says why."""
+
+
+@dataclass
+class RolloutResult:
+    """A validated reply to ``train.rollout``."""
+
+    partition_id: int
+    node_id: int
+    episode_returns: list[float]
+    num_steps: int
+    obs_stats: RunningStats
+    return_stats: RunningStats
+    explained_variance: float = float("nan")
+    compute_s: float = float("nan")
+
+    @property
+    def episodic_return(self) -> float:
+        """Mean return of the episodes the client finished this round."""
+        return float(np.mean(self.episode_returns))
+
+
+@dataclass
+class ClientUpdate:
+    """A validated reply to ``train.gradient`` or ``train.local``."""
+
+    partition_id: int
+    node_id: int
+    arrays: dict[str, np.ndarray]
+    parts: LossParts
+    num_examples: int
+    compute_s: float = float("nan")
+
+    @property
+    def loss(self) -> float:
+        """The client's total PPO loss in this exchange."""
+        return self.parts.loss
+
+
+class _FromPartition(Protocol):
+    partition_id: int
+
+
+Reply = TypeVar("Reply", bound=_FromPartition)
+
+
+@dataclass
+class Checked(Generic[Reply]):
+    """The replies of one exchange after :func:`check_replies`.
+
+    ``accepted`` holds at most one reply per partition, sorted by partition;
+    ``rejected`` lists (sender, reason) for every reply that was dropped.
+    """
+
+    accepted: list[Reply] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+
+def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    """An ArrayRecord from a name -> ndarray dict (order kept); for ``context.state``, never sent."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+def numpy_state(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """An ArrayRecord as a name -> ndarray dict."""
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def layout(arrays: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes, in order: what :func:`unpack` needs to split a packed record."""
+    return {k: tuple(v.shape) for k, v in arrays.items()}
+
+
+def pack(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """All ``arrays`` raveled into one float Array under :data:`PACKED`, in order (float64 if any is).
+
+    Flower sends every Array as an object of its own, and on a deployment each object
+    costs a request per hop (server, SuperLink, SuperNode, ClientApp and back), so a
+    model sent tensor by tensor multiplies the requests of every exchange by its
+    number of tensors. Both sides know the layout from the model, so one Array does.
+    """
+    flat = [np.asarray(v).ravel() for v in arrays.values()]
+    dtype = np.result_type(np.float32, *flat)
+    return ArrayRecord({PACKED: Array(np.concatenate(flat).astype(dtype, copy=False) if flat else np.zeros(0, dtype))})
+
+
+def unpack(record: ArrayRecord | None, name: str, reference: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Split a :func:`pack` ed record by ``reference``, if its size matches and all values are finite."""
+    if record is None:
+        raise InvalidReply(f"missing array record {name!r}")
+    if set(record.keys()) != {PACKED}:
+        raise InvalidReply(f"{name!r} must hold one packed array {PACKED!r}, got keys {sorted(record.keys())}")
+    flat = record[PACKED].numpy()
+    sizes = [int(np.prod(shape)) for shape in reference.values()]
+    if flat.ndim != 1 or flat.size != sum(sizes):
+        raise InvalidReply(f"{name!r} holds {flat.size} values (shape {tuple(flat.shape)}), expected {sum(sizes)} "
+                           f"for {list(reference)}")
+    if not np.issubdtype(flat.dtype, np.floating) or not np.all(np.isfinite(flat)):
+        raise InvalidReply(f"{name!r} is not a finite float array")
+    parts = np.split(flat, np.cumsum(sizes)[:-1]) if sizes else []
+    return {key: part.reshape(shape) for (key, shape), part in zip(reference.items(), parts, strict=True)}
+
+
+def stats_to_records(stats: RunningStats) -> tuple[ArrayRecord, float]:
+    """Observation statistics as a packed ArrayRecord (mean, m2) and a count."""
+    return pack({"mean": stats.mean, "m2": stats.m2}), float(stats.count)
+
+
+def stats_from_records(arrays: ArrayRecord | None, count: float, shape: tuple[int, ...],
+                       name: str = OBS_STATS) -> RunningStats:
+    """Inverse of :func:`stats_to_records`; raises :class:`InvalidReply` unless finite and non-negative."""
+    parts = unpack(arrays, name, {"mean": shape, "m2": shape})
+    stats = RunningStats(float(count), parts["mean"].astype(np.float64), parts["m2"].astype(np.float64))
+    if not stats.is_finite():
+        raise InvalidReply(f"{name} are not finite / non-negative")
+    return stats
+
+
+def describe(msg: Message) -> str:
+    """Who sent ``msg``, for log lines ("partition 3", or "node 123" if it did not say)."""
+    metrics = msg.content.metric_records.get(METRICS) if msg.has_content() else None
+    pid = metrics.get("partition-id") if metrics is not None else None
+    if isinstance(pid, int) and not isinstance(pid, bool):
+        return f"partition {pid}"
+    return f"node {msg.metadata.src_node_id}"
+
+
+def _content(msg: Message) -> RecordDict:
+    if msg.has_error():
+        err = msg.error
+        raise InvalidReply(f"client error {err.code}: {err.reason}")
+    if not msg.has_content():
+        raise InvalidReply("reply has no content")
+    return msg.content
+
+
+def _finite_metrics(msg: Message, required: tuple[str, ...]) -> dict[str, float]:
+    content = _content(msg)
+    if METRICS not in content.metric_records:
+        raise InvalidReply(f"missing metric record {METRICS!r}")
+    record = content.metric_records[METRICS]
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise InvalidReply(f"missing metrics {missing}")
+    out: dict[str, float] = {}
+    for key in required:
+        value = record[key]
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidReply(f"metric {key!r} is not a finite number: {value!r}")
+        out[key] = float(value)
+    return out
+
+
+def _optional_number(msg: Message, key: str) -> float:
+    """A metric that may be missing or NaN (timings, explained variance): NaN then."""
+    value = msg.content.metric_records[METRICS].get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+
+
+def parse_rollout_reply(msg: Message, obs_shape: tuple[int, ...]) -> RolloutResult:
+    """Validate a ``train.rollout`` reply or raise :class:`InvalidReply`."""
+    metrics = _finite_metrics(msg, ("partition-id", "num-steps", "episodes", "obs-count", "return-count"))
+    record = msg.content.metric_records[METRICS]
+    returns = record.get("episode-returns")
+    if not isinstance(returns, list) or len(returns) == 0:
+        raise InvalidReply("'episode-returns' must be a non-empty list of finite numbers")
+    if not all(isinstance(r, (int, float)) and math.isfinite(r) for r in returns):
+        raise InvalidReply("'episode-returns' holds a non-finite value")
+    if len(returns) != int(metrics["episodes"]) or metrics["num-steps"] < 1:
+        raise InvalidReply(f"inconsistent counts: {len(returns)} returns for {metrics['episodes']} episodes, "
+                           f"{metrics['num-steps']} steps")
+    stats = stats_from_records(msg.content.array_records.get(OBS_STATS), metrics["obs-count"], obs_shape)
+    return_stats = stats_from_records(msg.content.array_records.get(RETURN_STATS), metrics["return-count"], (1,),
+                                      RETURN_STATS)
+    explained = _optional_number(msg, "explained-variance")
+    compute = _optional_number(msg, "compute-s")
+    return RolloutResult(int(metrics["partition-id"]), msg.metadata.src_node_id, [float(r) for r in returns],
+                         int(metrics["num-steps"]), stats, return_stats,
+                         explained if math.isfinite(explained) else float("nan"),
+                         compute if math.isfinite(compute) else float("nan"))
+
+
+def parse_update_reply(msg: Message, record_name: str, reference: Mapping[str, tuple[int, ...]]) -> ClientUpdate:
+    """Validate a ``train.gradient`` / ``train.local`` reply or raise :class:`InvalidReply`."""
+    metrics = _finite_metrics(msg, ("partition-id", "num-examples", *LOSS_METRICS.values()))
+    if metrics["num-examples"] < 1:
+        raise InvalidReply(f"num-examples must be >= 1, got {metrics['num-examples']}")
+    arrays = unpack(msg.content.array_records.get(record_name), record_name, reference)
+    compute = _optional_number(msg, "compute-s")
+    parts = LossParts(*(metrics[wire] for wire in LOSS_METRICS.values()))
+    return ClientUpdate(int(metrics["partition-id"]), msg.metadata.src_node_id, arrays, parts,
+                        int(metrics["num-examples"]), compute if math.isfinite(compute) else float("nan"))
+
+
+def check_replies(replies: Iterable[Message], parse: Callable[[Message], Reply], where: str,
+                  partitions: Collection[int] | None = None) -> Checked[Reply]:
+    """The one check every reply goes through, whatever its kind.
+
+    ``parse`` validates one reply (:func:`parse_rollout_reply`, :func:`parse_update_reply`).
+    A reply that fails it, comes from a partition outside ``partitions`` (when given: the
+    partitions with a valid rollout this round) or repeats a partition already accepted is
+    dropped with a WARNING that names its sender and says why (``where`` says which exchange).
+    """
+    checked: Checked[Reply] = Checked()
+    seen: set[int] = set()
+    for msg in replies:
+        try:
+            reply = parse(msg)
+            if partitions is not None and reply.partition_id not in partitions:
+                raise InvalidReply("no valid rollout from this partition in this round")
+            if reply.partition_id in seen:
+                raise InvalidReply("duplicate reply for this partition")
+        except InvalidReply as exc:
+            who = describe(msg)
+            log.warning("%s: rejected reply from %s: %s", where, who, exc)
+            checked.rejected.append((who, str(exc)))
+            continue
+        seen.add(reply.partition_id)
+        checked.accepted.append(reply)
+    checked.accepted.sort(key=lambda r: r.partition_id)
+    return checked
+
+
+def rollout_reply(instruction_msg: Message, partition_id: int, rollout: Rollout, compute_s: float) -> Message:
+    """A client's reply to ``train.rollout``: what it played and the statistics of what it saw."""
+    seen_arrays, seen_count = stats_to_records(rollout.obs_stats)
+    return_arrays, return_count = stats_to_records(rollout.return_stats)
+    metrics = MetricRecord({
+        "partition-id": partition_id,
+        "num-steps": rollout.num_steps,
+        "episodes": len(rollout.episode_returns),
+        "episode-returns": rollout.episode_returns,
+        "obs-count": seen_count,
+        "return-count": return_count,
+        "explained-variance": rollout.explained_variance,
+        "compute-s": compute_s,
+    })
+    return Message(RecordDict({METRICS: metrics, OBS_STATS: seen_arrays, RETURN_STATS: return_arrays}),
+                   reply_to=instruction_msg)
+
+
+def update_reply(instruction_msg: Message, record_name: str, arrays: Mapping[str, np.ndarray], partition_id: int,
+                 num_examples: int, parts: LossParts, compute_s: float) -> Message:
+    """A client's reply to ``train.gradient`` (``grads``) or ``train.local`` (``model``)."""
+    metrics = {"partition-id": partition_id, "num-examples": num_examples,
+               **{LOSS_METRICS[name]: value for name, value in parts._asdict().items()}, "compute-s": compute_s}
+    return Message(RecordDict({record_name: pack(arrays), METRICS: MetricRecord(metrics)}), reply_to=instruction_msg)
+
+
+def instruction(model_state: ArrayRecord, config: dict, extra: dict[str, ArrayRecord] | None = None) -> RecordDict:
+    """The content of a server instruction."""
+    return RecordDict({MODEL: model_state, CONFIG: ConfigRecord(config), **(extra or {})})
+
+
+def instructions(content: RecordDict, nodes: list[int], message_type: str, server_round: int,
+                 reply_timeout: float) -> list[Message]:
+    """One instruction per node, grouped by round.
+
+    The TTL makes the SuperLink drop the instruction, and any reply, once the server stops waiting.
+    """
+    return [Message(content, node, message_type, ttl=reply_timeout + 1.0, group_id=str(server_round))
+            for node in nodes]

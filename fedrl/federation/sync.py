@@ -1,0 +1,173 @@
+"""The synchronous rounds: the paper's Algorithm 1 on Flower's Message API.
+
+Each phase is a pair, as a Flower strategy's ``configure_train`` and ``aggregate_train``
+are: ``configure`` builds what every node is sent, ``aggregate`` takes in the replies,
+which the protocol checks first (:func:`~fedrl.federation.protocol.check_replies`).
+:meth:`SyncScheduler.run_round` drives them; what a round leaves behind (CSV rows, the
+progress line, ``model.pt``) goes through the :class:`~fedrl.federation.recorder.Recorder`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from fedrl.config import FedRLConfig
+from fedrl.federation.aggregation import Aggregate, Aggregator
+from fedrl.federation.messenger import Messenger
+from fedrl.federation.protocol import (
+    GRADIENT,
+    GRADS,
+    LOCAL,
+    OBS_STATS,
+    RETURN_STATS,
+    ROLLOUT,
+    RolloutResult,
+    check_replies,
+    instruction,
+    instructions,
+    pack,
+    parse_rollout_reply,
+    parse_update_reply,
+    stats_to_records,
+)
+from fedrl.federation.recorder import Recorder, RoundRecord
+from fedrl.rl.global_model import GlobalModel
+from fedrl.runtime import resolve_device
+
+log = logging.getLogger("fedrl")
+
+MAX_ROUND_ATTEMPTS = 3
+
+
+class RolloutPhase:
+    """Every client plays with the global policy; the server pools their observation statistics."""
+
+    def __init__(self, cfg: FedRLConfig, state: GlobalModel) -> None:
+        self.cfg = cfg
+        self.state = state
+
+    def configure(self, server_round: int, nodes: list[int]) -> list[Message]:
+        """The global parameters and statistics, to every node."""
+        stats_arrays, count = stats_to_records(self.state.obs_stats)
+        return_arrays, return_count = stats_to_records(self.state.return_stats)
+        content = instruction(pack(self.state.numpy_state()),
+                              {"server-round": server_round, "obs-count": count, "return-count": return_count},
+                              {OBS_STATS: stats_arrays, RETURN_STATS: return_arrays})
+        return instructions(content, nodes, ROLLOUT, server_round, self.cfg.reply_timeout)
+
+    def aggregate(self, server_round: int, replies: list[Message], record: RoundRecord, seconds: float,
+                  messenger: Messenger) -> list[RolloutResult]:
+        """The valid rollouts, sorted by partition; their statistics are merged in that order."""
+        checked = check_replies(replies, lambda m: parse_rollout_reply(m, self.state.obs_shape),
+                                f"round {server_round} rollout")
+        record.note_rollout(checked, seconds)
+        for result in checked.accepted:
+            messenger.learn(result.node_id, result.partition_id)
+            self.state.merge_stats(result.obs_stats, result.return_stats)
+        return checked.accepted
+
+
+class UpdatePhase:
+    """``update-epochs`` × ``num-minibatches`` gradient exchanges, or one local-training exchange (FedAvg/FedProx)."""
+
+    def __init__(self, cfg: FedRLConfig, state: GlobalModel, aggregator: Aggregator) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.aggregator = aggregator
+
+    @property
+    def message_type(self) -> str:
+        """``train.gradient`` for gradient rules, ``train.local`` for parameter averaging."""
+        return GRADIENT if self.aggregator.reply_record == GRADS else LOCAL
+
+    def exchanges(self) -> list[dict[str, Any]]:
+        """What distinguishes each exchange of a round, in order."""
+        if self.aggregator.reply_record != GRADS:
+            return [{}]
+        return [{"epoch": epoch, "minibatch": minibatch}
+                for epoch in range(self.cfg.update_epochs) for minibatch in range(self.cfg.num_minibatches)]
+
+    def configure(self, server_round: int, settings: dict[str, Any], rollouts: list[RolloutResult]) -> list[Message]:
+        """The current parameters, to every node with a valid rollout this round."""
+        content = instruction(pack(self.state.numpy_state()), {"server-round": server_round, **settings})
+        nodes = sorted(r.node_id for r in rollouts)
+        return instructions(content, nodes, self.message_type, server_round, self.cfg.reply_timeout)
+
+    def aggregate(self, server_round: int, exchange_no: int, replies: list[Message], rollouts: list[RolloutResult],
+                  record: RoundRecord, seconds: float) -> None:
+        """Combine the valid replies and step the global model (or skip the step, counted and logged)."""
+        rewards = {r.partition_id: r.episodic_return for r in rollouts}
+        checked = check_replies(replies, lambda m: parse_update_reply(m, self.aggregator.reply_record,
+                                                                      self.state.layout),
+                                f"round {server_round} exchange {exchange_no}", partitions=rewards)
+        agg = self.aggregator.aggregate(checked.accepted, self.state.layout, rewards)
+        record.note_exchange(exchange_no, checked, agg.weights, agg.rewards, seconds)
+        if not self._enough(agg, server_round, exchange_no) or not self._apply(agg):
+            record.skipped += 1
+
+    def _apply(self, agg: Aggregate) -> bool:
+        assert agg.arrays is not None
+        if self.aggregator.reply_record == GRADS:
+            return self.state.apply_gradient(agg.arrays)
+        return self.state.set_parameters(agg.arrays)
+
+    def _enough(self, agg: Aggregate, server_round: int, exchange_no: int) -> bool:
+        if agg.arrays is not None and len(agg.updates) >= self.cfg.min_replies:
+            return True
+        log.warning("round %d exchange %d: %d valid replies, fewer than min-replies=%d; step skipped",
+                    server_round, exchange_no, len(agg.updates), self.cfg.min_replies)
+        return False
+
+
+class SyncScheduler:
+    """Runs the rounds: a rollout phase, then the update phase, every client in every exchange."""
+
+    def __init__(self, cfg: FedRLConfig, grid: Grid, aggregator: Aggregator, run_id: int | str,
+                 out: bool = True, extra: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.state = GlobalModel(cfg, resolve_device(cfg.device))
+        self.messenger = Messenger(grid, cfg.reply_timeout)
+        self.rollout = RolloutPhase(cfg, self.state)
+        self.update = UpdatePhase(cfg, self.state, aggregator)
+        self.recorder = Recorder(cfg, run_id, {"num_parameters": self.state.num_parameters, **(extra or {})}, out)
+
+    def run_round(self, server_round: int) -> dict:
+        """One round: rollout phase (retried if too few clients replied), update phase; returns its rounds.csv row."""
+        record = self.recorder.start_round(server_round)
+        for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
+            messages = self.rollout.configure(server_round, self.messenger.wait_for_nodes())
+            replies, missed, seconds = self.messenger.send(messages, f"round {server_round} {ROLLOUT}")
+            record.note_timeouts(missed)
+            rollouts = self.rollout.aggregate(server_round, replies, record, seconds, self.messenger)
+            if len(rollouts) >= self.cfg.min_replies:
+                break
+            log.warning("round %d: %d valid rollout replies, fewer than min-replies=%d (attempt %d of %d)",
+                        server_round, len(rollouts), self.cfg.min_replies, attempt, MAX_ROUND_ATTEMPTS)
+        else:
+            where = f" in {self.recorder.path}" if self.recorder.path else ""
+            raise RuntimeError(f"round {server_round}: fewer than min-replies={self.cfg.min_replies} valid rollout "
+                               f"replies in {MAX_ROUND_ATTEMPTS} attempts; stopping the run (results so far are "
+                               f"saved{where})")
+        for exchange_no, settings in enumerate(self.update.exchanges(), start=1):
+            messages = self.update.configure(server_round, settings, rollouts)
+            replies, missed, seconds = self.messenger.send(messages, f"round {server_round} {self.update.message_type}")
+            record.note_timeouts(missed)
+            self.update.aggregate(server_round, exchange_no, replies, rollouts, record, seconds)
+        return self.recorder.end_round(record, self.state)
+
+    def run(self) -> list[dict]:
+        """Train for ``num-server-rounds`` rounds; returns the rows of rounds.csv."""
+        cfg, where = self.cfg, self.recorder.path or "(not saved)"
+        log.info("fedrl: %s, aggregator %s, %d-parameter %s model, %d rounds; results -> %s",
+                 cfg.env_id, cfg.aggregator, self.state.num_parameters, cfg.model_size, cfg.num_server_rounds, where)
+        for server_round in range(1, cfg.num_server_rounds + 1):
+            self.run_round(server_round)
+        self.recorder.close()
+        if self.recorder.path:
+            log.info("fedrl: finished %d rounds in %.1f s; results in %s", cfg.num_server_rounds,
+                     self.recorder.history[-1]["wall_time_s"], self.recorder.path)
+        return self.recorder.history

@@ -1,0 +1,1 @@
+"""The learner: envs, networks, PPO, observation statistics, checkpoints. It never imports Flower."""

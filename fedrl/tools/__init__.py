@@ -1,0 +1,1 @@
+"""Tools around a run: fedrl-run, deployments, process helpers and the in-process grid."""

@@ -1,0 +1,64 @@
+"""One exchange on Flower's Grid: push the instructions, then poll for exactly their replies.
+
+``Grid.send_and_receive`` sleeps 3 s between pulls on a deployment; RL sends many small
+messages per round, so the poll starts at 0.5 ms and backs off to ``max_poll_s``, after
+first sleeping most of the usual reply time (:mod:`fedrl.transport.waits`).
+"""
+
+from __future__ import annotations
+
+import time
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from fedrl.transport.waits import ExpectedWait
+
+POLL_START_S = 0.0005
+POLL_MAX_S = 0.002
+ROLLOUT_POLL_MAX_S = 0.02
+
+
+def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S,
+             timeout_s: float | None = None, expected: ExpectedWait | None = None) -> tuple[list[Message], list[int]]:
+    """Push ``messages`` and pull their replies, polling briefly, for at most ``timeout_s``.
+
+    Returns the replies and the destination nodes that did not reply in time. Only
+    this exchange's message ids are pulled, so a late reply to an earlier exchange is
+    never mistaken for a reply to this one. Gradient exchanges poll up to 2 ms apart;
+    rollouts, which take seconds, use a longer ``max_poll_s`` so the server does not take
+    CPU from the clients. With ``expected``, the first poll waits for most of the usual
+    reply time, which this exchange then updates. On ``fedrl-superlink`` a pull that finds
+    nothing is held until a reply is pushed (:mod:`fedrl.transport.superlink`), so it may
+    return up to 0.5 s past ``timeout_s``.
+    """
+    ids = list(grid.push_messages(messages))
+    pushed = time.monotonic()
+    node_of = {msg_id: msg.metadata.dst_node_id for msg_id, msg in zip(ids, messages) if msg_id}
+    unsent = [msg.metadata.dst_node_id for msg_id, msg in zip(ids, messages) if not msg_id]
+    pending = set(node_of)
+    replies: list[Message] = []
+    deadline = None if timeout_s is None else pushed + timeout_s
+    delay = POLL_START_S
+    nap = polls = 0
+    if expected is not None and pending:
+        nap = expected.first_sleep() if timeout_s is None else min(expected.first_sleep(), timeout_s)
+        time.sleep(nap)
+    while pending:
+        polled = time.monotonic()
+        polls += 1
+        got = list(grid.pull_messages(pending))
+        for msg in got:
+            if msg.metadata.reply_to_message_id in pending:
+                pending.discard(msg.metadata.reply_to_message_id)
+                replies.append(msg)
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        if pending and not got:
+            time.sleep(delay)
+            delay = min(2 * delay, max_poll_s)
+        elif got:
+            delay = POLL_START_S
+    if expected is not None and node_of and not pending:
+        expected.observe(polled - pushed, nap, polls == 1)
+    return replies, sorted(unsent + [node_of[i] for i in pending])

@@ -1,0 +1,64 @@
+"""Shorter message polling in Flower's simulation engine.
+
+Flower 1.41's simulation runtime moves instructions from its state to the ClientApp
+workers in a thread that polls every 100 ms (``vce_api.add_messages_to_queue``).
+A PPO round makes dozens of small exchanges, so that poll alone costs ~90 ms per
+exchange. The ServerApp module is imported before the runtime starts that thread,
+so :func:`install` swaps in the same loop with an adaptive wait: 0.5 ms after it
+moved a message, doubling while idle up to ``max_wait_s`` (default 2 ms,
+``sim-poll-max-ms``). After 50 ms without messages (a rollout phase, say) the wait
+may grow to 20 ms, so the poll does not steal the CPU the clients are using.
+``sim-poll-max-ms = 0`` restores Flower's fixed 100 ms. Applied through
+:mod:`fedrl.transport.compat` (patch ``sim-poll``), on the Flower release it names only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from queue import Queue
+from typing import Any
+
+log = logging.getLogger("fedrl")
+
+MIN_WAIT_S = 0.0005
+STOCK_WAIT_S = 0.1
+LONG_IDLE_S = 0.05
+LONG_IDLE_WAIT_S = 0.02
+_settings = {"max_wait_s": 0.002}
+
+
+def set_max_wait(seconds: float) -> None:
+    """Longest idle wait between polls; 0 means Flower's stock fixed 100 ms wait."""
+    _settings["max_wait_s"] = seconds
+
+
+def _add_messages_to_queue(state: Any, queue: Queue, nodes_mapping: Any, f_stop: threading.Event) -> None:
+    wait = MIN_WAIT_S
+    last_moved = time.monotonic()
+    while not f_stop.is_set():
+        moved = False
+        for node_id in nodes_mapping.keys():
+            for msg in state.get_message_ins(node_id=node_id, limit=1):
+                queue.put(msg)
+                moved = True
+        if _settings["max_wait_s"] <= 0:
+            f_stop.wait(STOCK_WAIT_S)
+            continue
+        now = time.monotonic()
+        if moved:
+            last_moved, wait = now, MIN_WAIT_S
+        else:
+            cap = _settings["max_wait_s"]
+            if now - last_moved > LONG_IDLE_S:
+                cap = max(cap, LONG_IDLE_WAIT_S)
+            wait = min(2 * wait, cap)
+        f_stop.wait(wait)
+
+
+def install() -> None:
+    """Replace the simulation engine's poll loop (it must run before the engine starts its thread)."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    vce_api.add_messages_to_queue = _add_messages_to_queue

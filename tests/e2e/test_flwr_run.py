@@ -1,0 +1,52 @@
+"""End to end: ``flwr run`` in the simulation engine, 2 SuperNodes, a tiny budget per aggregator."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from fedrl.tools.launch import flwr_run
+from fedrl.tools.simulation import CONNECTION, simulation_superlink
+
+ROOT = Path(__file__).resolve().parents[2]
+AGGREGATORS = ["baseline-sum", "baseline-avg", "rweighted", "lweighted", "fedavg", "fedprox"]
+
+
+@pytest.fixture(scope="module")
+def superlink(tmp_path_factory):
+    with simulation_superlink(tmp_path_factory.mktemp("superlink")) as env:
+        yield env
+
+
+@pytest.mark.parametrize("aggregator", AGGREGATORS)
+def test_flwr_run_completes_with_finite_outputs(superlink, tmp_path, aggregator):
+    outdir = tmp_path / "runs"
+    overrides = (f'aggregator="{aggregator}" outdir="{outdir}" num-server-rounds=2 min-steps=64 '
+                 f'min-episodes=1 update-epochs=1 num-minibatches=2' + (" mu=0.01" if aggregator == "fedprox" else ""))
+    run_id, status, results = flwr_run(str(ROOT), [overrides], ["num-supernodes=2 client-resources-num-cpus=1"],
+                                       CONNECTION, superlink)
+    assert run_id is not None
+    assert status == "finished:completed"
+    run_dir = outdir / f"CartPole-v1_{aggregator}_seed1_run{run_id}"
+    assert results == str(run_dir)
+    for name in ("config.json", "rounds.csv", "clients.csv", "model.pt"):
+        assert (run_dir / name).is_file(), name
+    with open(run_dir / "rounds.csv", newline="") as f:
+        rounds = list(csv.DictReader(f))
+    assert len(rounds) == 2
+    for row in rounds:
+        assert int(row["clients"]) == 2
+        for col in ("env_steps", "episodic_return_mean", "loss_mean", "sps", "wall_time_s"):
+            assert math.isfinite(float(row[col]))
+    with open(run_dir / "clients.csv", newline="") as f:
+        assert all(math.isfinite(float(r["weight"])) for r in csv.DictReader(f) if r["exchange"] != "0")
+
+
+def test_bad_config_fails_the_run(superlink, tmp_path):
+    run_id, status, _ = flwr_run(str(ROOT), [f'aggregator="median" outdir="{tmp_path}"'], ["num-supernodes=2"],
+                                 CONNECTION, superlink)
+    assert run_id is not None and status != "finished:completed"
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,125 @@
+"""Packing arrays for the wire, the wire names, and the one check every reply goes through."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import arrays, error_reply, instruction, update_reply
+from flwr.app import Array, ArrayRecord, Message, RecordDict
+
+from fedrl.federation.protocol import (
+    GRADS,
+    LOSS_METRICS,
+    PACKED,
+    InvalidReply,
+    check_replies,
+    layout,
+    pack,
+    parse_update_reply,
+    stats_from_records,
+    stats_to_records,
+    unpack,
+)
+from fedrl.federation.protocol import update_reply as update_reply_of
+from fedrl.rl.normalizer import RunningStats
+from fedrl.rl.ppo import LossParts
+
+ARRAYS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([6.0], np.float32),
+          "s": np.array(7.0, np.float32)}
+
+
+def test_pack_is_one_array_and_unpack_restores_names_shapes_and_values():
+    record = pack(ARRAYS)
+    assert list(record.keys()) == [PACKED]
+    np.testing.assert_array_equal(record[PACKED].numpy(), np.arange(8, dtype=np.float32))
+    assert record[PACKED].numpy().dtype == np.float32
+    out = unpack(record, "grads", layout(ARRAYS))
+    assert list(out) == ["w", "b", "s"]
+    for key, value in ARRAYS.items():
+        assert out[key].shape == value.shape
+        np.testing.assert_array_equal(out[key], value)
+
+
+@pytest.mark.parametrize(("record", "match"), [
+    (None, "missing array record 'grads'"),
+    (ArrayRecord({"w": Array(np.zeros(6, np.float32))}), "one packed array 'packed'"),
+    (ArrayRecord({PACKED: Array(np.zeros(9, np.float32))}), "holds 9 values .* expected 8"),
+    (ArrayRecord({PACKED: Array(np.zeros((2, 4), np.float32))}), r"shape \(2, 4\)"),
+    (ArrayRecord({PACKED: Array(np.full(8, np.inf, np.float32))}), "not a finite float array"),
+    (ArrayRecord({PACKED: Array(np.zeros(8, np.int64))}), "not a finite float array"),
+])
+def test_unpack_rejects_what_does_not_match_the_model(record, match):
+    with pytest.raises(InvalidReply, match=match):
+        unpack(record, "grads", layout(ARRAYS))
+
+
+def test_stats_round_trip_and_negative_m2_is_rejected():
+    stats = RunningStats(5.0, np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+    record, count = stats_to_records(stats)
+    assert record[PACKED].numpy().dtype == np.float64  # statistics keep their precision
+    back = stats_from_records(record, count, (2,))
+    assert back.count == 5.0
+    np.testing.assert_allclose(back.mean, stats.mean)
+    np.testing.assert_allclose(back.m2, stats.m2)
+    bad, _ = stats_to_records(RunningStats(5.0, np.array([1.0, 2.0]), np.array([-3.0, 4.0])))
+    with pytest.raises(InvalidReply, match="obs-stats are not finite"):
+        stats_from_records(bad, count, (2,))
+
+
+REF = {"w": (2,), "b": (1,)}
+
+
+def grads(x: float) -> dict[str, np.ndarray]:
+    return {"w": np.array([x, 2 * x], np.float32), "b": np.array([x], np.float32)}
+
+
+BAD = {
+    "error": lambda: error_reply(1),
+    "nan-grad": lambda: update_reply(1, {"w": np.array([np.nan, 1.0], np.float32), "b": np.array([1.0], np.float32)}),
+    "inf-loss": lambda: update_reply(1, grads(1.0), loss=float("inf")),
+    "missing-key": lambda: update_reply(1, {"w": np.array([1.0, 1.0], np.float32)}),
+    "extra-key": lambda: update_reply(1, {**grads(1.0), "x": np.array([1.0], np.float32)}),
+    "wrong-shape": lambda: update_reply(1, {"w": np.array([1.0, 1.0, 1.0], np.float32), "b": np.array([1.0], np.float32)}),
+    "wrong-record": lambda: update_reply(1, grads(1.0), record="model"),
+    "no-rollout": lambda: update_reply(5, grads(1.0)),
+    "duplicate": lambda: update_reply(0, grads(9.0)),
+    "not-packed": lambda: Message(RecordDict({"metrics": update_reply(1, grads(1.0)).content["metrics"],
+                                              "grads": arrays(grads(1.0))}), reply_to=instruction(101)),
+}
+
+
+def check(replies):
+    return check_replies(replies, lambda m: parse_update_reply(m, GRADS, REF), "round 1 exchange 1",
+                         partitions={0: 1.0, 1: 1.0})
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_reply_is_dropped_named_and_the_rest_kept(case, caplog):
+    with caplog.at_level("WARNING", logger="fedrl"):
+        checked = check([update_reply(0, grads(2.0)), BAD[case]()])
+    assert [u.partition_id for u in checked.accepted] == [0]
+    np.testing.assert_array_equal(checked.accepted[0].arrays["w"], [2.0, 4.0])
+    assert len(checked.rejected) == 1
+    who, why = checked.rejected[0]
+    assert who.startswith(("partition ", "node "))
+    assert any(r.message.startswith("round 1 exchange 1: rejected reply from " + who) and why in r.message
+               for r in caplog.records)
+
+
+def test_replies_come_back_typed_and_sorted_by_partition():
+    checked = check([update_reply(1, grads(1.0), loss=3.0, **{"compute-s": 0.25}), update_reply(0, grads(2.0), loss=1.0)])
+    assert [u.partition_id for u in checked.accepted] == [0, 1] and checked.rejected == []
+    one = checked.accepted[1]
+    assert one.parts == LossParts(3.0, 0.1, 0.2, 0.6, 0.0, 0.0) and one.loss == 3.0
+    assert one.num_examples == 10 and one.compute_s == 0.25
+    assert np.isnan(checked.accepted[0].compute_s)
+
+
+def test_update_reply_writes_every_loss_part_under_its_wire_name():
+    parts = LossParts(1.0, 2.0, 3.0, 4.0, 5.0, 0.5)
+    msg = update_reply_of(instruction(100), GRADS, grads(1.0), 0, 32, parts, 0.1)
+    metrics = msg.content.metric_records["metrics"]
+    assert {k: metrics[k] for k in LOSS_METRICS.values()} == {
+        "loss": 1.0, "policy-loss": 2.0, "value-loss": 3.0, "entropy": 4.0, "approx-kl": 5.0, "clipfrac": 0.5}
+    back = parse_update_reply(msg, GRADS, REF)
+    assert back.parts == parts and back.num_examples == 32 and back.compute_s == pytest.approx(0.1)
