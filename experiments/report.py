@@ -96,8 +96,8 @@ def final_policy_returns(run_dir: Path, episodes: int) -> list[float]:
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     key = f"{episodes} episodes from seed 0"
     if key not in done:
-        from fedrl.rl.evaluate import evaluate
         from fedrl.rl.checkpoint import load_policy
+        from fedrl.rl.evaluate import evaluate
 
         if not (run_dir / "model.pt").is_file():
             cached = ", ".join(done) or "none"

@@ -37,6 +37,33 @@ def train(tmp_outdir, tamper=None, partitions=2, **overrides):
     return server, server.run()
 
 
+class FakeClock:
+    """Stands in for ``time`` where replies are waited for: sleeping moves it on, and nothing else does."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    perf_counter = staticmethod(time.perf_counter)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """One fake clock for the exchange's timeouts and LocalGrid's reply delays."""
+    from fedrl.tools import local_grid
+    from fedrl.transport import exchange
+
+    fake = FakeClock()
+    monkeypatch.setattr(exchange, "time", fake)
+    monkeypatch.setattr(local_grid, "time", fake)
+    return fake
+
+
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -55,8 +82,10 @@ def test_every_aggregator_trains_and_writes_outputs(tmp_outdir, aggregator):
     assert [int(r["round"]) for r in rounds] == [1, 2]
     assert set(ROUND_COLUMNS) <= set(rounds[0])
     for row in rounds:
-        for col in ("env_steps", "episodic_return_mean", "loss_mean", "sps", "wall_time_s"):
+        for col in ("env_steps", "episodic_return_mean", "loss_mean", "clipfrac_mean", "explained_variance", "sps",
+                    "wall_time_s"):
             assert math.isfinite(float(row[col])), col
+    assert config["patches"] == {"sim-poll": "applied", "object-pulls": "applied"}
     assert int(rounds[1]["env_steps"]) > int(rounds[0]["env_steps"]) >= 128
     clients = read_csv(path / "clients.csv")
     assert set(CLIENT_COLUMNS) <= set(clients[0])
@@ -180,7 +209,7 @@ def test_evaluate_cli_refuses_a_file_that_is_not_a_policy(tmp_path, capsys):
     assert "cannot load" in capsys.readouterr().err
 
 
-def test_silent_node_times_out_and_the_rest_train(tmp_outdir, caplog):
+def test_silent_node_times_out_and_the_rest_train(tmp_outdir, caplog, clock):
     def silent_in_updates(msg: Message, reply: Message, pid: int):
         return None if pid == 1 and msg.metadata.message_type == "train.gradient" else reply
 
@@ -192,7 +221,7 @@ def test_silent_node_times_out_and_the_rest_train(tmp_outdir, caplog):
     assert [int(r["timed_out"]) for r in rows] == [4, 4]
 
 
-def test_late_replies_are_never_applied(tmp_outdir):
+def test_late_replies_are_never_applied(tmp_outdir, clock):
     from client_app import app
 
     rc = {**TINY, "outdir": tmp_outdir, "reply-timeout": 0.05}
@@ -203,11 +232,11 @@ def test_late_replies_are_never_applied(tmp_outdir):
     assert all(h["clients"] == 1 for h in history)
     clients = read_csv(server.recorder.path / "clients.csv")
     assert {r["partition_id"] for r in clients} == {"0"}
-    time.sleep(0.25)
+    clock.sleep(0.25)
     assert grid.unpulled() == len([r for r in clients if r["exchange"] == "0"])
 
 
-def test_too_few_rollout_replies_retry_then_stop(tmp_outdir):
+def test_too_few_rollout_replies_retry_then_stop(tmp_outdir, clock):
     attempts = []
 
     def one_silent(msg: Message, reply: Message, pid: int):

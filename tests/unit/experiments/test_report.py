@@ -138,10 +138,10 @@ def test_final_models_are_played_once_and_reported(tmp_path):
     import torch
 
     from fedrl.config import FedRLConfig
+    from fedrl.rl.checkpoint import save_policy
     from fedrl.rl.evaluate import evaluate
     from fedrl.rl.model import build_model
     from fedrl.rl.normalizer import RunningStats
-    from fedrl.rl.checkpoint import save_policy
 
     runs = tmp_path / "runs"
     env = gym.make("CartPole-v1")

@@ -8,8 +8,6 @@ import pytest
 from conftest import context
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from fedrl.rl.model import build_model
-from fedrl.rl.normalizer import RunningStats
 from fedrl.federation.protocol import (
     CONFIG,
     GRADS,
@@ -21,6 +19,8 @@ from fedrl.federation.protocol import (
     parse_update_reply,
     stats_to_records,
 )
+from fedrl.rl.model import build_model
+from fedrl.rl.normalizer import RunningStats
 
 RUN_CONFIG = {"min-steps": 64, "min-episodes": 1, "num-minibatches": 2, "update-epochs": 1}
 
