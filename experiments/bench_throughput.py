@@ -1,7 +1,7 @@
 """Throughput: env steps per second of a 2-client simulation against a single process.
 
 For each env, in one invocation: (a) ``flwr run`` in the simulation engine with 2
-clients, (b) the single-process loop of the same learner code (:mod:`fedrl.single`)
+clients, (b) the single-process loop of the same learner code (:mod:`fedrl.rl.single`)
 on the same budget (same steps per round, same PPO epochs), (c) the raw env with
 random actions. Steps per second exclude round 1, which pays for start-up.
     python -m experiments.bench_throughput [--rounds 4] [--envs CartPole-v1 HalfCheetah-v5]

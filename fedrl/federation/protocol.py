@@ -106,12 +106,14 @@ Reply = TypeVar("Reply", bound=_FromPartition)
 class Checked(Generic[Reply]):
     """The replies of one exchange after :func:`check_replies`.
 
-    ``accepted`` holds at most one reply per partition, sorted by partition;
-    ``rejected`` lists (sender, reason) for every reply that was dropped.
+    ``accepted`` holds at most one reply per partition, sorted by partition, and
+    ``arrival`` their partitions in the order the replies came; ``rejected`` lists
+    (sender, reason) for every reply that was dropped.
     """
 
     accepted: list[Reply] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    arrival: list[int] = field(default_factory=list)
 
 
 def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
@@ -275,6 +277,7 @@ def check_replies(replies: Iterable[Message], parse: Callable[[Message], Reply],
             continue
         seen.add(reply.partition_id)
         checked.accepted.append(reply)
+    checked.arrival = [r.partition_id for r in checked.accepted]
     checked.accepted.sort(key=lambda r: r.partition_id)
     return checked
 

@@ -50,6 +50,7 @@ class RoundRecord:
     started: float = field(default_factory=time.perf_counter)
     steps: int = 0
     rollouts: list[RolloutResult] = field(default_factory=list)
+    arrival: list[int] = field(default_factory=list)
     losses: list[LossParts] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
@@ -68,6 +69,7 @@ class RoundRecord:
         self.rejected += checked.rejected
         self.rollout_s += seconds
         self.rollouts = checked.accepted
+        self.arrival = checked.arrival
         # Steps of a retried attempt were played all the same, so they count.
         self.steps += sum(r.num_steps for r in checked.accepted)
         for r in checked.accepted:
@@ -136,7 +138,9 @@ class Recorder:
     def row(self, record: RoundRecord) -> dict:
         """The rounds.csv row of a finished round."""
         now = time.perf_counter()
-        returns = [x for r in record.rollouts for x in r.episode_returns]
+        # In arrival order, as fedrl always has: the last digit of the mean and std depends on it.
+        by_partition = {r.partition_id: r for r in record.rollouts}
+        returns = [x for pid in record.arrival for x in by_partition[pid].episode_returns]
         losses = {name: [getattr(p, name) for p in record.losses] for name in LossParts._fields}
         explained = [r.explained_variance for r in record.rollouts if np.isfinite(r.explained_variance)]
         compute = [r.compute_s for r in record.rollouts]

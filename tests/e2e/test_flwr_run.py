@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from fedrl.config import AGGREGATORS
 from fedrl.tools.launch import flwr_run
 from fedrl.tools.simulation import CONNECTION, simulation_superlink
 
 ROOT = Path(__file__).resolve().parents[2]
-AGGREGATORS = ["baseline-sum", "baseline-avg", "rweighted", "lweighted", "fedavg", "fedprox"]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from flwr.app import Array, Error, Message
 
-from fedrl.config import FedRLConfig
+from fedrl.config import AGGREGATORS, FedRLConfig
 from fedrl.federation.protocol import GRADS, PACKED
 from fedrl.federation.recorder import CLIENT_COLUMNS, ROUND_COLUMNS
 from fedrl.rl.checkpoint import load_policy
@@ -69,7 +69,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("aggregator", ["baseline-sum", "baseline-avg", "rweighted", "lweighted", "fedavg", "fedprox"])
+@pytest.mark.parametrize("aggregator", AGGREGATORS)
 def test_every_aggregator_trains_and_writes_outputs(tmp_outdir, aggregator):
     extra = {"mu": 0.01} if aggregator == "fedprox" else {}
     server, history = train(tmp_outdir, aggregator=aggregator, **extra)

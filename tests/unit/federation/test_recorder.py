@@ -31,7 +31,7 @@ def test_a_round_becomes_its_rows(tmp_path):
     recorder = Recorder(cfg, run_id=9)
     record = recorder.start_round(1)
     record.note_rollout(Checked([rollout(0, [10.0, 20.0], 300, 0.5), rollout(1, [30.0], 200, float("nan"))],
-                                [("node 7", "duplicate reply for this partition")]), seconds=1.5)
+                                [("node 7", "duplicate reply for this partition")], arrival=[1, 0]), seconds=1.5)
     record.note_timeouts(["partition 2"])
     record.note_exchange(1, Checked([update(0, 1.0, 0.2), update(1, 3.0, 0.4)], [("partition 1", "bad")]),
                          np.array([0.75, 1.25]), [15.0, 30.0], seconds=0.02)
@@ -39,7 +39,7 @@ def test_a_round_becomes_its_rows(tmp_path):
     row = recorder.end_round(record, GlobalModel(cfg, torch.device("cpu")))
     recorder.close()
     assert row["env_steps"] == 500 and row["clients"] == 2 and row["episodes"] == 3
-    assert row["episodic_return_mean"] == 20.0
+    assert row["episodic_return_mean"] == 20.0 and row["episodic_return_std"] == pytest.approx(np.std([30, 10, 20]))
     assert row["loss_mean"] == 2.0 and row["clipfrac_mean"] == pytest.approx(0.3)
     assert row["explained_variance"] == 0.5  # the client without one is left out of the mean
     assert row["rejected_replies"] == 2 and row["timed_out"] == 1 and row["skipped_steps"] == 1
