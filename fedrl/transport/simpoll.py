@@ -27,6 +27,8 @@ STOCK_WAIT_S = 0.1
 LONG_IDLE_S = 0.05
 LONG_IDLE_WAIT_S = 0.02
 _settings = {"max_wait_s": 0.002}
+# Flower's own loop, kept when it is replaced (tests run both).
+flower_loop: Any = None
 
 
 def set_max_wait(seconds: float) -> None:
@@ -59,6 +61,9 @@ def _add_messages_to_queue(state: Any, queue: Queue, nodes_mapping: Any, f_stop:
 
 def install() -> None:
     """Replace the simulation engine's poll loop (it must run before the engine starts its thread)."""
+    global flower_loop
     from flwr.server.superlink.fleet.vce import vce_api
 
+    if vce_api.add_messages_to_queue is not _add_messages_to_queue:
+        flower_loop = vce_api.add_messages_to_queue
     vce_api.add_messages_to_queue = _add_messages_to_queue

@@ -75,7 +75,8 @@ def drive_flowers_engine() -> tuple[FlowerState, list[float]]:
 
 
 def test_install_replaces_the_engines_poll_loop(monkeypatch):
-    monkeypatch.setattr(vce_api, "add_messages_to_queue", vce_api.add_messages_to_queue)
+    # Flower's own loop, even if importing the ServerApp elsewhere in this process replaced it.
+    monkeypatch.setattr(vce_api, "add_messages_to_queue", simpoll.flower_loop or vce_api.add_messages_to_queue)
     state, stock = drive_flowers_engine()
     assert len(state.stored) == 1 and set(stock) == {0.1}  # Flower's loop: 100 ms between polls
 

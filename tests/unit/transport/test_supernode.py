@@ -128,8 +128,13 @@ def test_object_pulls_retry_after_a_millisecond_in_flowers_pull_loop(monkeypatch
 
     monkeypatch.setattr(inflatable_utils, "threading", SimpleNamespace(Lock=threading.Lock, Event=RecordingEvent))
     monkeypatch.setattr(inflatable_utils.random, "uniform", lambda a, b: 0.0)  # no jitter
+    from flwr.supercore import constant
+
+    # Flower's own defaults, even if importing the ServerApp elsewhere in this process patched them.
+    stock = {"max_tries_per_object": constant.PULL_MAX_TRIES_PER_OBJECT,
+             "initial_backoff": constant.PULL_INITIAL_BACKOFF, "backoff_cap": constant.PULL_BACKOFF_CAP}
     for fn in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
-        monkeypatch.setattr(fn, "__kwdefaults__", dict(fn.__kwdefaults__))
+        monkeypatch.setattr(fn, "__kwdefaults__", {**fn.__kwdefaults__, **stock})
     tries = []
 
     def pull(object_id: str) -> bytes:
