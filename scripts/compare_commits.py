@@ -15,6 +15,11 @@ are listed, not compared. HEAD defaults to the working tree (uncommitted changes
 included). Runs are cached under ``--cache/<commit>/`` (the working tree is never
 cached), so a killed comparison resumes, and a base run once made is reused.
 
+``--base-twice`` runs the base a second time and sorts the differences: one that two runs
+of the base also show is the base's own nondeterminism (for example a statistic whose last
+digit depends on the order in which replies arrived), not something the change did.
+``--configs PREFIX...`` keeps only the configs whose names start so.
+
 Runs repeat to the last digit only on one kind of CPU: compare commits on one machine.
 Exit status 0 when every shared column matches, 1 otherwise.
 """
@@ -26,6 +31,7 @@ import contextlib
 import csv
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -177,20 +183,43 @@ def main(argv: list[str] | None = None) -> int:
                         help="where runs of commits are kept between calls")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per run (default 3)")
     parser.add_argument("--only-base", action="store_true", help="make (or check) the base runs and stop")
+    parser.add_argument("--base-twice", action="store_true",
+                        help="run the base a second time and tell its own nondeterminism apart")
+    parser.add_argument("--configs", nargs="+", default=None, metavar="PREFIX",
+                        help="only the configs whose names start with one of these (e.g. CartPole-v1)")
     args = parser.parse_args(argv)
+    # A killed comparison still stops the SuperLink it started (the with-blocks run on exit).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
-    runs = configs(args.rounds)
+    runs = {name: cfg for name, cfg in configs(args.rounds).items()
+            if args.configs is None or name.startswith(tuple(args.configs))}
+    if not runs:
+        parser.error(f"--configs {' '.join(args.configs)}: no config starts so; configs: {', '.join(configs(1))}")
     cache = args.cache.expanduser() / f"rounds{args.rounds}"
-    base = runs_at(resolve(args.base), cache, runs)
+    base_sha = resolve(args.base)
+    base = runs_at(base_sha, cache, runs)
     if args.only_base:
         return 0
     head = runs_at(resolve(args.head), cache, runs)
     problems = compare(base, head, runs)
+    own: set[str] = set()
+    if args.base_twice:
+        again = runs_at(base_sha, cache / "again", runs)
+        own = {line.split(": ", 1)[0] + ": " + part.split(" ", 1)[0]
+               for line in compare(base, again, runs) for part in line.split(": ", 1)[1].split(", ")}
+        print(f"the base against itself: {len(own)} differing (file row: column) cells")
+    changed = 0
     for line in problems:
-        print("DIFFERENT " + line)
-    print(f"{len(runs)} configs: " + ("no difference" if not problems else f"{len(problems)} differences"))
-    return 0 if not problems else 1
+        where, parts = line.split(": ", 1)
+        for part in parts.split(", "):
+            mine = f"{where}: {part.split(' ', 1)[0]}" not in own
+            changed += mine
+            print(("DIFFERENT " if mine else "differs at the base too ") + f"{where}: {part}")
+    print(f"{len(runs)} configs: " + ("no difference" if not changed else f"{changed} differences")
+          + (f" ({len(problems)} rows differ, {len(problems) - changed if not changed else 'some'} of them "
+             "as two runs of the base do)" if problems and not changed else ""))
+    return 0 if not changed else 1
 
 
 if __name__ == "__main__":
