@@ -35,14 +35,14 @@ def steps_to_threshold(aggregator: str, seed: int, max_steps: int) -> tuple[int 
               **({"mu": 0.01} if aggregator == "fedprox" else {})}
         server = build_scheduler(FedRLConfig.from_run_config(rc), LocalGrid(app, CLIENTS, rc), run_id=0, out=False)
         start, score, server_round = time.perf_counter(), None, 0
-        while server.env_steps < max_steps:
+        while server.recorder.env_steps < max_steps:
             server_round += 1
             row = server.run_round(server_round)
             ret = row["episodic_return_mean"]
             score = ret if score is None else 0.9 * score + 0.1 * ret
             if score >= THRESHOLD:
-                return server.env_steps, server.env_steps, ret, time.perf_counter() - start
-        return None, server.env_steps, ret, time.perf_counter() - start
+                return server.recorder.env_steps, server.recorder.env_steps, ret, time.perf_counter() - start
+        return None, server.recorder.env_steps, ret, time.perf_counter() - start
 
 
 def main() -> None:

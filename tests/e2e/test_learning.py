@@ -22,7 +22,7 @@ def test_cartpole_reaches_195_within_100k_steps(tmp_outdir):
     # Train round by round, stopping once the target or the budget is reached.
     for server_round in range(1, server.cfg.num_server_rounds + 1):
         row = server.run_round(server_round)
-        steps = server.env_steps
+        steps = int(row["env_steps"])
         best = max(best, row["episodic_return_mean"])
         if best >= 195 or steps >= 100_000:
             break
