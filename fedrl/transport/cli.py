@@ -40,7 +40,9 @@ def superlink(argv: list[str] | None = None) -> None:
 
 def parse_supernode(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     """fedrl-supernode's own arguments, and the rest for flower-supernode."""
-    parser = argparse.ArgumentParser(prog="fedrl-supernode", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="fedrl-supernode",
+                                     description="Flower's flower-supernode with adaptive polls and the ClientApp "
+                                                 "run inside the node.",
                                      epilog="Every other argument goes to flower-supernode unchanged.")
     parser.add_argument("--poll-max-ms", type=float, default=None,
                         help=f"longest wait between polls while a run is active (default {DEFAULT_POLL_MAX_MS})")
