@@ -68,8 +68,11 @@ def resolve(rev: str | None) -> str | None:
     """The full sha of ``rev`` (None: the working tree)."""
     if rev is None:
         return None
-    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"compare_commits: {rev!r} is not a commit of {ROOT} (a sha, branch or e.g. main~1)")
+    return done.stdout.strip()
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
