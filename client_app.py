@@ -5,7 +5,7 @@ from __future__ import annotations
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedrl.federation.client import handle_gradient, handle_local, handle_rollout
+from fedrl.federation.client import handle_actor, handle_gradient, handle_local, handle_pg, handle_rollout
 
 app = ClientApp()
 
@@ -26,3 +26,15 @@ def gradient(msg: Message, context: Context) -> Message:
 def local(msg: Message, context: Context) -> Message:
     """FedAvg/FedProx: train locally and return parameters."""
     return handle_local(msg, context)
+
+
+@app.train("pg")
+def pg(msg: Message, context: Context) -> Message:
+    """A3C / NIGT job: play job-steps steps and return the policy gradient at the parameters sent."""
+    return handle_pg(msg, context)
+
+
+@app.train("actor")
+def actor(msg: Message, context: Context) -> Message:
+    """IMPALA job: play job-steps steps and return the trajectory with the behaviour log-probabilities."""
+    return handle_actor(msg, context)

@@ -1,4 +1,4 @@
-"""fedrl ServerApp: validate the run config, pick the aggregator, run the synchronous rounds."""
+"""fedrl ServerApp: validate the run config, pick the method, run its scheduler (synchronous or asynchronous)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedrl.config import ConfigError, FedRLConfig
+from fedrl.federation.asynchronous import AsyncScheduler
 from fedrl.federation.sync import SyncScheduler
 from fedrl.runtime import set_torch_threads
 from fedrl.transport import compat, simpoll
-from strategies.registry import make_aggregator
+from strategies.registry import make_aggregator, make_rule
 
 # At import: the simulation engine starts its poll thread after importing this module,
 # and on a deployment the replies' objects are pulled in this process.
@@ -21,8 +22,11 @@ PATCHES = compat.apply(["sim-poll", "object-pulls"])
 app = ServerApp()
 
 
-def build_scheduler(cfg: FedRLConfig, grid: Grid, run_id: int | str, out: bool = True) -> SyncScheduler:
-    """The synchronous scheduler for ``cfg``, handed the aggregator it names."""
+def build_scheduler(cfg: FedRLConfig, grid: Grid, run_id: int | str, out: bool = True
+                    ) -> SyncScheduler | AsyncScheduler:
+    """The scheduler for ``cfg``: asynchronous for A3C, IMPALA and the NIGT family, else synchronous."""
+    if cfg.is_async:
+        return AsyncScheduler(cfg, grid, make_rule, run_id, out=out, extra={"patches": PATCHES})
     return SyncScheduler(cfg, grid, make_aggregator(cfg), run_id, out=out, extra={"patches": PATCHES})
 
 
@@ -39,7 +43,7 @@ def _logger() -> logging.Logger:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Validate the run config, then train for ``num-server-rounds`` rounds."""
+    """Validate the run config, then train (``num-server-rounds`` rounds, or until ``time-budget``)."""
     log = _logger()
     log.info("fedrl: Flower patches: %s", compat.describe(PATCHES))
     try:

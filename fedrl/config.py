@@ -27,6 +27,14 @@ from fedrl.rl.envs import UnsupportedEnv, check_env_id
 GRADIENT_AGGREGATORS = ("baseline-sum", "baseline-avg", "rweighted", "lweighted")
 PARAMETER_AGGREGATORS = ("fedavg", "fedprox")
 AGGREGATORS = GRADIENT_AGGREGATORS + PARAMETER_AGGREGATORS
+# The asynchronous methods: strategies/asynchronous.py gives each its rule, and the
+# asynchronous scheduler (fedrl/federation/asynchronous.py) runs them.
+NIGT_METHODS = ("rennala-nigt", "malenia-nigt", "sync-nigt", "malenia-rweighted", "malenia-lweighted")
+ASYNC_METHODS = ("a3c", "impala") + NIGT_METHODS
+METHODS = AGGREGATORS + ASYNC_METHODS
+CLOCKS = ("simulated", "wall")
+COMPUTE_TIMES = ("equal", "sqrt")
+COMM_TIMES = ("zero", "sqrt", "sqrt-d4")
 MODEL_SIZES = ("small", "medium", "large")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
@@ -55,7 +63,7 @@ class FedRLConfig:
     env_id: str = "CartPole-v1"
     """Task: a registered gymnasium id with a Box observation space and a Discrete or Box action space."""
     aggregator: str = "baseline-sum"
-    """How updates are combined: "baseline-sum", "baseline-avg", "rweighted", "lweighted", "fedavg" or "fedprox"."""
+    """Rule: "baseline-sum", "baseline-avg", "rweighted", "lweighted", "fedavg", "fedprox", or async (README)."""
     num_server_rounds: int = 30
     """Rounds; each is one rollout phase followed by the update exchanges."""
     min_steps: int = 2000
@@ -114,11 +122,46 @@ class FedRLConfig:
     """Seconds the server waits for the replies of one exchange; later replies are dropped."""
     min_replies: int = 1
     """Fewest valid replies an exchange needs: fewer skips the step; a rollout phase is retried 3 times."""
+    clock: str = "simulated"
+    """"simulated": events ordered by simulated finish time (reproducible); "wall": arrival order, for deployments."""
+    compute_time: str = "equal"
+    """h_i, time units per job of client i = partition + 1: "equal" (1), "sqrt" (sqrt(i)) or a list, e.g. "1,3"."""
+    comm_time: str = "zero"
+    """kappa_i, units per communication: "zero", "sqrt", "sqrt-d4" (sqrt(i)*d^(1/4), d = parameters) or a list."""
+    time_unit_s: float = 0.0
+    """Wall clock only: seconds per time unit, and clients sleep to h_i and kappa_i; 0: no sleeps, time in seconds."""
+    time_budget: float = 200.0
+    """Asynchronous methods stop when the (simulated or wall) time reaches this many units."""
+    job_steps: int = 512
+    """Env steps of one asynchronous job (a fixed length, so its cost is known when it is sent)."""
+    eval_every: float = 0.05
+    """Evaluate the current parameters every this fraction of the budget (time-budget or num-server-rounds)."""
+    eval_episodes: int = 5
+    """Deterministic episodes per evaluation (not charged to simulated time); 0 disables evaluations."""
+    nigt_lr: float = 0.01
+    """NIGT step length alpha: each outer step moves the actor by exactly this much (L2)."""
+    nigt_momentum: float = 0.1
+    """NIGT momentum weight eta in (0, 1]: d = (1 - eta) d + eta g, extrapolation (1 - eta)/eta."""
+    nigt_batch: int = 10
+    """NIGT batch M: gradients per outer step (Rennala: the first M to finish; Malenia: M/n as a harmonic mean)."""
+    nigt_init_batch: int = 10
+    """NIGT initial batch M_init at theta_0."""
+    vtrace_rho_bar: float = 1.0
+    """IMPALA: V-trace clip rho-bar of the importance weights in the value targets and the policy gradient."""
+    vtrace_c_bar: float = 1.0
+    """IMPALA: V-trace trace-cutting clip c-bar."""
+    impala_batch: int = 2
+    """IMPALA: trajectories per learner step."""
 
     @property
     def is_gradient_aggregator(self) -> bool:
         """True when clients send gradients; False for the parameter baselines (FedAvg, FedProx)."""
         return self.aggregator in GRADIENT_AGGREGATORS
+
+    @property
+    def is_async(self) -> bool:
+        """True for the methods the asynchronous scheduler runs (A3C, IMPALA, the NIGT family)."""
+        return self.aggregator in ASYNC_METHODS
 
     @property
     def outdir_path(self) -> Path:
@@ -154,21 +197,31 @@ class FedRLConfig:
         return cfg
 
     def _validate(self, check_env: bool) -> None:
-        _choice("aggregator", self.aggregator, AGGREGATORS)
+        _choice("aggregator", self.aggregator, METHODS)
+        _choice("clock", self.clock, CLOCKS)
+        _times("compute-time", self.compute_time, COMPUTE_TIMES)
+        _times("comm-time", self.comm_time, COMM_TIMES)
         _choice("model-size", self.model_size, MODEL_SIZES)
         _choice("server-optimizer", self.server_optimizer, OPTIMIZERS)
         _choice("device", self.device, DEVICES)
         for key in ("num-server-rounds", "min-steps", "min-episodes", "num-envs-per-client",
-                    "update-epochs", "num-minibatches", "min-replies"):
+                    "update-epochs", "num-minibatches", "min-replies", "job-steps", "nigt-batch",
+                    "nigt-init-batch", "impala-batch"):
             if getattr(self, _attr(key)) < 1:
                 raise ConfigError(key, getattr(self, _attr(key)), "an integer >= 1")
-        for key in ("server-lr", "client-lr", "max-grad-norm", "reply-timeout"):
+        for key in ("server-lr", "client-lr", "max-grad-norm", "reply-timeout", "time-budget", "nigt-lr",
+                    "vtrace-rho-bar", "vtrace-c-bar"):
             if not getattr(self, _attr(key)) > 0:
                 raise ConfigError(key, getattr(self, _attr(key)), "a number > 0")
         for key in ("gamma", "gae-lambda"):
             if not 0.0 <= getattr(self, _attr(key)) <= 1.0:
                 raise ConfigError(key, getattr(self, _attr(key)), "a number in [0, 1]")
-        for key in ("clip-coef", "ent-coef", "vf-coef", "mu", "weight-floor-h", "sim-poll-max-ms"):
+        if not 0.0 < self.nigt_momentum <= 1.0:
+            raise ConfigError("nigt-momentum", self.nigt_momentum, "a number in (0, 1]")
+        if not 0.0 < self.eval_every <= 1.0:
+            raise ConfigError("eval-every", self.eval_every, "a fraction in (0, 1]")
+        for key in ("clip-coef", "ent-coef", "vf-coef", "mu", "weight-floor-h", "sim-poll-max-ms", "time-unit-s",
+                    "eval-episodes"):
             if not getattr(self, _attr(key)) >= 0:
                 raise ConfigError(key, getattr(self, _attr(key)), "a number >= 0")
         if self.seed < 0:
@@ -231,6 +284,18 @@ def _attr(key: str) -> str:
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(key, value, "one of " + ", ".join(f'"{a}"' for a in allowed))
+
+
+def _times(key: str, value: str, named: tuple[str, ...]) -> None:
+    if value in named:
+        return
+    try:
+        times = [float(x) for x in value.split(",")]
+    except ValueError:
+        times = []
+    if not times or not all(t >= 0 and t < float("inf") for t in times):
+        raise ConfigError(key, value, "one of " + ", ".join(f'"{a}"' for a in named)
+                          + ', or one number >= 0 per partition, e.g. "1,3"')
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:

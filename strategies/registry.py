@@ -1,10 +1,21 @@
-"""Each aggregator name (the list is :data:`fedrl.config.AGGREGATORS`) and the class that implements it."""
+"""Each method name (:data:`fedrl.config.AGGREGATORS` and :data:`~fedrl.config.ASYNC_METHODS`) and its class."""
 
 from __future__ import annotations
 
 from fedrl.config import AGGREGATORS as NAMES
-from fedrl.config import GRADIENT_AGGREGATORS, FedRLConfig
+from fedrl.config import ASYNC_METHODS, GRADIENT_AGGREGATORS, FedRLConfig
+from fedrl.federation.aggregation import AsyncRule
 from fedrl.federation.protocol import GRADS
+from fedrl.rl.global_model import GlobalModel
+from strategies.asynchronous import (
+    A3C,
+    IMPALA,
+    MaleniaLWeighted,
+    MaleniaNIGT,
+    MaleniaRWeighted,
+    RennalaNIGT,
+    SyncNIGT,
+)
 from strategies.base import Aggregator
 from strategies.gradient import BaselineAvg, BaselineSum, LossWeighted, RewardWeighted
 from strategies.parameters import FedAvg, FedProx
@@ -16,6 +27,18 @@ if tuple(AGGREGATORS) != NAMES or any((cls.reply_record == GRADS) != (name in GR
                                       for name, cls in AGGREGATORS.items()):
     raise ImportError(f"strategies.registry implements {list(AGGREGATORS)}, but fedrl.config lists {list(NAMES)}: "
                       "keep the two in the same order, with the same gradient/parameter kind")
+
+ASYNC_RULES: dict[str, type] = {
+    cls.name: cls for cls in (A3C, IMPALA, RennalaNIGT, MaleniaNIGT, SyncNIGT, MaleniaRWeighted, MaleniaLWeighted)
+}
+if tuple(ASYNC_RULES) != ASYNC_METHODS:
+    raise ImportError(f"strategies.registry implements {list(ASYNC_RULES)}, but fedrl.config lists "
+                      f"{list(ASYNC_METHODS)}: keep the two in the same order")
+
+
+def make_rule(cfg: FedRLConfig, state: GlobalModel) -> AsyncRule:
+    """The asynchronous rule named by ``cfg.aggregator``, on the server's ``state``."""
+    return ASYNC_RULES[cfg.aggregator](cfg, state)  # type: ignore[no-any-return]
 
 
 def make_aggregator(cfg: FedRLConfig) -> Aggregator:

@@ -1,7 +1,8 @@
-"""The seam between a scheduler and an aggregation rule: what a rule is handed, and what it gives back.
+"""The seams between the schedulers and the rules: what a rule is handed, and what it gives back.
 
-Schedulers are handed an :class:`Aggregator` (the rules live in ``strategies/``, which
-schedulers never import); it sees only replies the protocol has checked.
+The synchronous scheduler is handed an :class:`Aggregator`, the asynchronous one an
+:class:`AsyncRule` (the rules live in ``strategies/``, which schedulers never import);
+both see only replies the protocol has checked.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fedrl.federation.protocol import ClientUpdate
+from fedrl.federation.protocol import ClientUpdate, JobResult
 
 
 @dataclass
@@ -40,4 +41,53 @@ class Aggregator(Protocol):
     def aggregate(self, updates: list[ClientUpdate], reference: Mapping[str, tuple[int, ...]],
                   rewards: Mapping[int, float]) -> Aggregate:
         """Weight and combine the checked ``updates`` of one exchange (sorted by partition)."""
+        ...
+
+
+@dataclass
+class Outcome:
+    """What an asynchronous rule did with one job's result, for its events.csv row.
+
+    ``outcome`` is "applied" (the result completed an update), "batched" (kept for the
+    next one) or "discarded" (stale by the rule's definition); ``closed`` says that the
+    result closed a NIGT round, so jobs still in flight for it are aborted.
+    """
+
+    outcome: str
+    batch: int = 0
+    batch_total: int = 0
+    grad_norm: float = float("nan")
+    direction_norm: float = float("nan")
+    weights: dict[int, float] | None = None
+    rho_clipfrac: float = float("nan")
+    closed: bool = False
+
+
+class AsyncRule(Protocol):
+    """An asynchronous method as the asynchronous scheduler uses it.
+
+    What to send (:meth:`parameters`, :attr:`message_type`, :meth:`wants_job`) is kept
+    apart from what to do with a result (:meth:`on_result`), as in a Flower strategy.
+    """
+
+    name: str
+    message_type: str
+    """``train.pg`` (a gradient per job) or ``train.actor`` (a trajectory per job)."""
+    per_round: bool
+    """True for the NIGT family: κ is charged once when a round closes, and its unfinished jobs are aborted."""
+    version: int
+    """Updates of the global parameters so far."""
+    round: int
+    """The NIGT round every job sent now belongs to (the version for the others)."""
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """What a job sent now computes at (θ, or NIGT's extrapolated θ̃)."""
+        ...
+
+    def wants_job(self, partition_id: int) -> bool:
+        """Whether ``partition_id`` gets another job before the round closes (synchronous NIGT: once per round)."""
+        ...
+
+    def on_result(self, result: JobResult, job_round: int, job_version: int, active: set[int]) -> Outcome:
+        """Use, batch or discard one checked result; ``active`` are the partitions still taking part."""
         ...

@@ -17,15 +17,19 @@ import torch
 from flwr.app import ConfigRecord, Context, Message
 
 from fedrl.config import FedRLConfig
+from fedrl.federation.clock import emulated_delay
 from fedrl.federation.protocol import (
+    ACTOR,
     CONFIG,
     GRADS,
     MODEL,
     OBS_STATS,
+    PG,
     RETURN_STATS,
     ROLLOUT_META,
     ROLLOUT_STATE,
     array_record,
+    job_reply,
     layout,
     numpy_state,
     rollout_reply,
@@ -34,7 +38,9 @@ from fedrl.federation.protocol import (
     update_reply,
 )
 from fedrl.rl.envs import client_seed, env_spaces, make_vector_env
-from fedrl.rl.model import ActorCritic, build_model
+from fedrl.rl.jobs import TRAJECTORY_KEYS, actor_trajectory, job_seed, policy_gradient
+from fedrl.rl.model import ActorCritic, build_model, count_parameters
+from fedrl.rl.normalizer import RunningStats
 from fedrl.rl.ppo import Minibatch, collect_rollout, epoch_rng, minibatch_indices, ppo_loss, train_epochs
 from fedrl.runtime import resolve_device, set_torch_threads
 
@@ -134,3 +140,41 @@ def handle_local(message: Message, context: Context) -> Message:
     params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     return update_reply(message, MODEL, params, pid, len(arrays["obs"]), parts, time.perf_counter() - start)
 
+
+
+def _job(message: Message, context: Context) -> tuple[FedRLConfig, int, ActorCritic, torch.device, int,
+                                                      RunningStats, gym.vector.SyncVectorEnv]:
+    cfg, pid, model, device = _setup(message, context)
+    conf = message.content.config_records[CONFIG]
+    envs = _envs(cfg.env_id, cfg.num_envs_per_client)
+    obs_shape = (int(np.prod(envs.single_observation_space.shape)),)
+    stats = stats_from_records(message.content.array_records.get(OBS_STATS), float(conf["obs-count"]), obs_shape)
+    return cfg, pid, model, device, int(conf["job"]), stats, envs
+
+
+def _emulate(cfg: FedRLConfig, pid: int, context: Context, model: ActorCritic, start: float) -> None:
+    """Wall clock with time-unit-s: sleep so the job lasts h_i + κ_i units (a slow or distant node)."""
+    num_partitions = int(context.node_config.get("num-partitions", pid + 1))
+    time.sleep(emulated_delay(cfg, pid, num_partitions, count_parameters(model), time.perf_counter() - start))
+
+
+def handle_pg(message: Message, context: Context) -> Message:
+    """A3C and NIGT: play one fixed-length job at the parameters sent and return its policy gradient."""
+    start = time.perf_counter()
+    cfg, pid, model, device, job, stats, envs = _job(message, context)
+    grads, parts, rollout = policy_gradient(model, stats, envs, cfg, job_seed(cfg.seed, pid, job), device)
+    _emulate(cfg, pid, context, model, start)
+    assert rollout.obs_stats is not None
+    return job_reply(message, PG, pid, job, rollout.num_steps, rollout.episode_returns, rollout.obs_stats, grads,
+                     time.perf_counter() - start, parts=parts)
+
+
+def handle_actor(message: Message, context: Context) -> Message:
+    """IMPALA: play one fixed-length job with the (possibly stale) policy sent and return the trajectory."""
+    start = time.perf_counter()
+    cfg, pid, model, device, job, stats, envs = _job(message, context)
+    traj = actor_trajectory(model, stats, envs, cfg, job_seed(cfg.seed, pid, job), device)
+    _emulate(cfg, pid, context, model, start)
+    arrays = {k: getattr(traj, k).astype(np.float32) for k in TRAJECTORY_KEYS}
+    return job_reply(message, ACTOR, pid, job, traj.num_steps, traj.episode_returns, traj.obs_stats(), arrays,
+                     time.perf_counter() - start, behaviour_logprobs=traj.logprobs)

@@ -9,6 +9,14 @@ Round protocol (the paper's Algorithm 1):
   replies with ``grads`` (laid out like the model) and its loss parts in ``metrics``.
 * ``train.local`` (FedAvg/FedProx): the client trains locally and replies ``model``.
 
+Asynchronous jobs (one message each, self-contained, numbered by the server):
+
+* ``train.pg`` (A3C, the NIGT family): server sends ``model``, ``obs-stats`` and the job
+  number; the client plays ``job-steps`` steps and replies ``grads`` (the policy gradient
+  at those parameters), its loss parts, returns and the ``obs-stats`` of what it saw.
+* ``train.actor`` (IMPALA): the same instruction; the client replies its raw
+  ``trajectory`` and the behaviour policy's log-probabilities, ``behaviour-logprobs``.
+
 Every ArrayRecord that travels is packed (:func:`pack`): one flat float array in the
 order of the model's ``state_dict`` (or mean, m2 for statistics, kept in float64).
 
@@ -40,6 +48,8 @@ log = logging.getLogger("fedrl")
 ROLLOUT = "train.rollout"
 GRADIENT = "train.gradient"
 LOCAL = "train.local"
+PG = "train.pg"
+ACTOR = "train.actor"
 
 MODEL = "model"
 GRADS = "grads"
@@ -50,6 +60,8 @@ METRICS = "metrics"
 ROLLOUT_STATE = "rollout"
 ROLLOUT_META = "rollout-meta"
 PACKED = "packed"
+TRAJECTORY = "trajectory"
+BEHAVIOUR = "behaviour-logprobs"
 
 # The wire name of each LossParts field: snake_case in Python, kebab-case in a MetricRecord.
 LOSS_METRICS = {name: name.replace("_", "-") for name in LossParts._fields}
@@ -93,6 +105,27 @@ class ClientUpdate:
     def loss(self) -> float:
         """The client's total PPO loss in this exchange."""
         return self.parts.loss
+
+
+@dataclass
+class JobResult:
+    """A validated reply to ``train.pg`` (``arrays`` = gradient) or ``train.actor`` (``arrays`` = trajectory)."""
+
+    partition_id: int
+    node_id: int
+    job: int
+    num_steps: int
+    episode_returns: list[float]
+    obs_stats: RunningStats
+    arrays: dict[str, np.ndarray]
+    parts: LossParts | None = None
+    behaviour_logprobs: np.ndarray | None = None
+    compute_s: float = float("nan")
+
+    @property
+    def episodic_return(self) -> float:
+        """Mean return of the episodes finished in the job (NaN if none finished)."""
+        return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
 
 
 class _FromPartition(Protocol):
@@ -250,6 +283,77 @@ def parse_update_reply(msg: Message, record_name: str, reference: Mapping[str, t
     parts = LossParts(*(metrics[wire] for wire in LOSS_METRICS.values()))
     return ClientUpdate(int(metrics["partition-id"]), msg.metadata.src_node_id, arrays, parts,
                         int(metrics["num-examples"]), compute if math.isfinite(compute) else float("nan"))
+
+
+def _job_common(msg: Message, expected_job: int, extra: tuple[str, ...], obs_shape: tuple[int, ...]
+                ) -> tuple[dict[str, float], list[float], RunningStats, float]:
+    metrics = _finite_metrics(msg, ("partition-id", "job", "num-steps", "episodes", "obs-count", *extra))
+    if metrics["job"] != expected_job:
+        raise InvalidReply(f"reply names job {metrics['job']:g}, but this message was job {expected_job}")
+    returns = msg.content.metric_records[METRICS].get("episode-returns", [])
+    if not isinstance(returns, list) or not all(isinstance(r, (int, float)) and math.isfinite(r) for r in returns):
+        raise InvalidReply("'episode-returns' must be a list of finite numbers")
+    if len(returns) != int(metrics["episodes"]) or metrics["num-steps"] < 1:
+        raise InvalidReply(f"inconsistent counts: {len(returns)} returns for {metrics['episodes']} episodes, "
+                           f"{metrics['num-steps']} steps")
+    stats = stats_from_records(msg.content.array_records.get(OBS_STATS), metrics["obs-count"], obs_shape)
+    compute = _optional_number(msg, "compute-s")
+    return metrics, [float(r) for r in returns], stats, compute if math.isfinite(compute) else float("nan")
+
+
+def parse_pg_reply(msg: Message, expected_job: int, reference: Mapping[str, tuple[int, ...]],
+                   obs_shape: tuple[int, ...]) -> JobResult:
+    """Validate a ``train.pg`` reply to job ``expected_job`` or raise :class:`InvalidReply`."""
+    metrics, returns, stats, compute = _job_common(msg, expected_job, tuple(LOSS_METRICS.values()), obs_shape)
+    arrays = unpack(msg.content.array_records.get(GRADS), GRADS, reference)
+    parts = LossParts(*(metrics[wire] for wire in LOSS_METRICS.values()))
+    return JobResult(int(metrics["partition-id"]), msg.metadata.src_node_id, expected_job, int(metrics["num-steps"]),
+                     returns, stats, arrays, parts=parts, compute_s=compute)
+
+
+def parse_actor_reply(msg: Message, expected_job: int, reference: Mapping[str, tuple[int, ...]],
+                      obs_shape: tuple[int, ...], num_actions: int | None) -> JobResult:
+    """Validate a ``train.actor`` reply to job ``expected_job`` or raise :class:`InvalidReply`.
+
+    ``reference`` is the trajectory's layout; ``num_actions`` the size of a Discrete action
+    space (actions must then be integers in range), ``None`` for Box actions.
+    """
+    metrics, returns, stats, compute = _job_common(msg, expected_job, (), obs_shape)
+    arrays = unpack(msg.content.array_records.get(TRAJECTORY), TRAJECTORY, reference)
+    behaviour = unpack(msg.content.array_records.get(BEHAVIOUR), BEHAVIOUR, {"logprobs": reference["rewards"]})
+    for flag in ("terminated", "truncated"):
+        if not np.all((arrays[flag] == 0) | (arrays[flag] == 1)):
+            raise InvalidReply(f"trajectory {flag!r} must hold only 0 and 1")
+    if num_actions is not None:
+        actions = arrays["actions"]
+        if not np.all((actions == np.round(actions)) & (actions >= 0) & (actions < num_actions)):
+            raise InvalidReply(f"trajectory 'actions' must be integers in [0, {num_actions})")
+    if int(metrics["num-steps"]) != arrays["rewards"].size:
+        raise InvalidReply(f"num-steps {metrics['num-steps']:g} does not match the trajectory's "
+                           f"{arrays['rewards'].size} steps")
+    return JobResult(int(metrics["partition-id"]), msg.metadata.src_node_id, expected_job, int(metrics["num-steps"]),
+                     returns, stats, arrays, behaviour_logprobs=behaviour["logprobs"], compute_s=compute)
+
+
+def job_reply(instruction_msg: Message, kind: str, partition_id: int, job: int, num_steps: int,
+              episode_returns: list[float], obs_stats: RunningStats, arrays: Mapping[str, np.ndarray],
+              compute_s: float, parts: LossParts | None = None,
+              behaviour_logprobs: np.ndarray | None = None) -> Message:
+    """A client's reply to a ``train.pg`` (``arrays`` = gradient) or ``train.actor`` job (trajectory)."""
+    seen_arrays, seen_count = stats_to_records(obs_stats)
+    metrics: dict = {"partition-id": partition_id, "job": job, "num-steps": num_steps,
+                     "episodes": len(episode_returns), "episode-returns": list(episode_returns),
+                     "obs-count": seen_count, "compute-s": compute_s}
+    records: dict = {OBS_STATS: seen_arrays}
+    if kind == PG:
+        assert parts is not None
+        metrics.update({LOSS_METRICS[name]: value for name, value in parts._asdict().items()})
+        records[GRADS] = pack(arrays)
+    else:
+        assert behaviour_logprobs is not None
+        records[TRAJECTORY] = pack(arrays)
+        records[BEHAVIOUR] = pack({"logprobs": behaviour_logprobs})
+    return Message(RecordDict({**records, METRICS: MetricRecord(metrics)}), reply_to=instruction_msg)
 
 
 def check_replies(replies: Iterable[Message], parse: Callable[[Message], Reply], where: str,

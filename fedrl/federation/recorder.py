@@ -1,8 +1,10 @@
-"""A run's bookkeeping: config.json, rounds.csv, clients.csv, model.pt and the progress line.
+"""A run's bookkeeping: config.json, rounds.csv, clients.csv, events.csv, evals.csv, model.pt, the progress line.
 
-Schedulers note what happens in a round on a :class:`RoundRecord`; the
-:class:`Recorder` turns it into the round's rows, writes them (flushing each, so a
-killed run keeps every finished round), saves the policy and logs the progress line.
+The synchronous scheduler notes what happens in a round on a :class:`RoundRecord`; the
+:class:`Recorder` turns it into the round's rows. The asynchronous scheduler writes one
+``events.csv`` row per processed job instead (:meth:`Recorder.event`). Both write
+``evals.csv`` (:meth:`Recorder.evaluation`). Every row is flushed as it is written, so a
+killed run keeps everything it finished.
 """
 
 from __future__ import annotations
@@ -29,8 +31,14 @@ log = logging.getLogger("fedrl")
 ROUND_COLUMNS = ("round", "env_steps", "episodic_return_mean", "episodic_return_std", "episodes", "loss_mean",
                  "policy_loss_mean", "value_loss_mean", "entropy_mean", "approx_kl_mean", "clipfrac_mean",
                  "explained_variance", "clients", "rejected_replies", "timed_out", "skipped_steps", "rollout_ms",
-                 "rollout_compute_ms", "exchanges", "exchange_ms_mean", "client_compute_ms_mean", "sps", "wall_time_s")
+                 "rollout_compute_ms", "exchanges", "exchange_ms_mean", "client_compute_ms_mean", "sps", "wall_time_s",
+                 "sim_time")
 CLIENT_COLUMNS = ("round", "exchange", "partition_id", "episodic_return", "loss", "num_steps", "weight")
+EVENT_COLUMNS = ("sim_time", "wall_time_s", "partition_id", "job", "outcome", "version_sent", "version_applied",
+                 "staleness", "round", "env_steps", "env_steps_total", "env_steps_used", "batch", "batch_total",
+                 "grad_norm", "direction_norm", "weights", "loss", "clipfrac", "rho_clipfrac", "episodic_return")
+EVAL_COLUMNS = ("sim_time", "wall_time_s", "env_steps", "updates", "eval_return_mean", "eval_return_std",
+                "behaviour_return")
 
 
 def run_name(cfg: FedRLConfig, run_id: int | str) -> str:
@@ -59,6 +67,7 @@ class RoundRecord:
     exchange_s: list[float] = field(default_factory=list)
     compute_s: list[float] = field(default_factory=list)
     rollout_s: float = 0.0
+    sim_time: float = 0.0
 
     def note_timeouts(self, who: list[str]) -> None:
         """Nodes that missed ``reply-timeout`` in one exchange."""
@@ -106,9 +115,12 @@ class Recorder:
                  out: bool = True) -> None:
         self.cfg = cfg
         self.history: list[dict] = []
+        self.events: list[dict] = []
+        self.evaluations: list[dict] = []
         self.env_steps = 0
         self._start: float | None = None
         self.path: Path | None = None
+        self._writers: dict[str, tuple[Any, csv.DictWriter]] = {}
         if not out:
             return
         base = cfg.outdir_path / run_name(cfg, run_id)
@@ -121,12 +133,41 @@ class Recorder:
         config = {"config": cfg.to_run_config(), "run_id": run_id, "versions": versions(), "machine": machine(),
                   **(extra or {})}
         (path / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
-        self._rounds = open(path / "rounds.csv", "w", newline="")
-        self._clients = open(path / "clients.csv", "w", newline="")
-        self._round_writer = csv.DictWriter(self._rounds, ROUND_COLUMNS)
-        self._client_writer = csv.DictWriter(self._clients, CLIENT_COLUMNS)
-        self._round_writer.writeheader()
-        self._client_writer.writeheader()
+        tables = {"events": EVENT_COLUMNS} if cfg.is_async else {"rounds": ROUND_COLUMNS, "clients": CLIENT_COLUMNS}
+        for name, columns in {**tables, "evals": EVAL_COLUMNS}.items():
+            f = open(path / f"{name}.csv", "w", newline="")
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            self._writers[name] = (f, writer)
+
+    def _write(self, table: str, rows: list[dict]) -> None:
+        if table in self._writers:
+            f, writer = self._writers[table]
+            writer.writerows(rows)
+            f.flush()
+
+    def wall_time(self) -> float:
+        """Seconds since the run's clock started (it starts on the first call)."""
+        now = time.perf_counter()
+        if self._start is None:
+            self._start = now
+        return now - self._start
+
+    def event(self, row: dict) -> None:
+        """One processed asynchronous job (:data:`EVENT_COLUMNS`)."""
+        self.events.append(row)
+        self._write("events", [row])
+
+    def evaluation(self, row: dict, state: GlobalModel) -> None:
+        """One evaluation of the current parameters (:data:`EVAL_COLUMNS`); model.pt is saved with it."""
+        self.evaluations.append(row)
+        self._write("evals", [row])
+        self.save(state)
+
+    def save(self, state: GlobalModel) -> None:
+        """Write model.pt (atomically) with the current policy and observation statistics."""
+        if self.path is not None:
+            save_policy(self.path / "model.pt", state.model, state.obs_stats, self.cfg)
 
     def start_round(self, server_round: int) -> RoundRecord:
         """A fresh record for ``server_round``; the run's clock starts with the first."""
@@ -163,6 +204,7 @@ class Recorder:
             "client_compute_ms_mean": 1e3 * _mean(record.compute_s),
             "sps": record.steps / max(now - record.started, 1e-9),
             "wall_time_s": now - (self._start if self._start is not None else record.started),
+            "sim_time": record.sim_time,
         }
 
     def end_round(self, record: RoundRecord, state: GlobalModel) -> dict:
@@ -170,12 +212,9 @@ class Recorder:
         self.env_steps += record.steps
         row = self.row(record)
         self.history.append(row)
-        if self.path is not None:
-            self._client_writer.writerows(record.client_rows)
-            self._clients.flush()
-            self._round_writer.writerow(row)
-            self._rounds.flush()
-            save_policy(self.path / "model.pt", state.model, state.obs_stats, self.cfg)
+        self._write("clients", record.client_rows)
+        self._write("rounds", [row])
+        self.save(state)
         log.info("[round %d/%d] env_steps=%d return=%.1f±%.1f episodes=%d loss=%.4f kl=%.4f sps=%.0f t=%.1fs "
                  "replied=[%s] timed_out=[%s] failed=[%s]", record.server_round, self.cfg.num_server_rounds,
                  self.env_steps, row["episodic_return_mean"], row["episodic_return_std"], row["episodes"],
@@ -186,6 +225,6 @@ class Recorder:
 
     def close(self) -> None:
         """Close the CSV files."""
-        if self.path is not None:
-            self._rounds.close()
-            self._clients.close()
+        for f, _ in self._writers.values():
+            f.close()
+        self._writers = {}

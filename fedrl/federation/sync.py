@@ -17,6 +17,8 @@ from flwr.serverapp import Grid
 
 from fedrl.config import FedRLConfig
 from fedrl.federation.aggregation import Aggregate, Aggregator
+from fedrl.federation.clock import CostModel
+from fedrl.federation.evaluations import Evaluations
 from fedrl.federation.messenger import Messenger
 from fedrl.federation.protocol import (
     GRADIENT,
@@ -134,15 +136,30 @@ class SyncScheduler:
         self.rollout = RolloutPhase(cfg, self.state)
         self.update = UpdatePhase(cfg, self.state, aggregator)
         self.recorder = Recorder(cfg, run_id, {"num_parameters": self.state.num_parameters, **(extra or {})}, out)
+        self.evaluations = Evaluations(cfg, cfg.num_server_rounds, self.recorder)
+        self.costs: CostModel | None = None
+        self.sim_time = 0.0
+
+    def _charge(self, partitions: list[int], steps: dict[int, int] | None = None) -> None:
+        """The shared time axis: an exchange costs its slowest client's compute (a rollout) plus its κ."""
+        if self.costs is None or not partitions:
+            return
+        costs = self.costs
+        self.sim_time += max(costs.kappa(p) + (costs.rollout(p, steps[p], self.cfg.job_steps) if steps else 0.0)
+                             for p in partitions if p < costs.num_partitions)
 
     def run_round(self, server_round: int) -> dict:
         """One round: rollout phase (retried if too few clients replied), update phase; returns its rounds.csv row."""
         record = self.recorder.start_round(server_round)
         for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
-            messages = self.rollout.configure(server_round, self.messenger.wait_for_nodes())
+            nodes = self.messenger.wait_for_nodes()
+            if self.costs is None:
+                self.costs = CostModel(self.cfg, len(nodes), self.state.num_parameters)
+            messages = self.rollout.configure(server_round, nodes)
             replies, missed, seconds = self.messenger.send(messages, f"round {server_round} {ROLLOUT}")
             record.note_timeouts(missed)
             rollouts = self.rollout.aggregate(server_round, replies, record, seconds, self.messenger)
+            self._charge([r.partition_id for r in rollouts], {r.partition_id: r.num_steps for r in rollouts})
             if len(rollouts) >= self.cfg.min_replies:
                 break
             log.warning("round %d: %d valid rollout replies, fewer than min-replies=%d (attempt %d of %d)",
@@ -157,13 +174,24 @@ class SyncScheduler:
             replies, missed, seconds = self.messenger.send(messages, f"round {server_round} {self.update.message_type}")
             record.note_timeouts(missed)
             self.update.aggregate(server_round, exchange_no, replies, rollouts, record, seconds)
-        return self.recorder.end_round(record, self.state)
+            self._charge(sorted({r.partition_id for r in rollouts}))
+        record.sim_time = self.sim_time
+        row = self.recorder.end_round(record, self.state)
+        self._evaluate(server_round, record)
+        return row
+
+    def _evaluate(self, server_round: int, record: RoundRecord | None) -> None:
+        behaviour = [x for r in record.rollouts for x in r.episode_returns] if record is not None else []
+        if self.evaluations.due(server_round):
+            self.evaluations.run([self.sim_time], self.state, self.recorder.env_steps,
+                                 server_round * len(self.update.exchanges()), behaviour)
 
     def run(self) -> list[dict]:
         """Train for ``num-server-rounds`` rounds; returns the rows of rounds.csv."""
         cfg, where = self.cfg, self.recorder.path or "(not saved)"
         log.info("fedrl: %s, aggregator %s, %d-parameter %s model, %d rounds; results -> %s",
                  cfg.env_id, cfg.aggregator, self.state.num_parameters, cfg.model_size, cfg.num_server_rounds, where)
+        self._evaluate(0, None)
         for server_round in range(1, cfg.num_server_rounds + 1):
             self.run_round(server_round)
         self.recorder.close()

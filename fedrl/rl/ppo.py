@@ -115,46 +115,89 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last
     return advantages, advantages + values
 
 
+@dataclass
+class Trajectory:
+    """What the envs did under one policy, step by step: arrays are ``(T, num_envs, ...)``.
+
+    ``obs`` are normalised with the statistics the actor was given, ``raw_obs`` and
+    ``next_raw_obs`` are not (``next_raw_obs[t]`` is the observation after step ``t``, the
+    final one of an episode that ended there). ``rewards`` are raw; ``bootstrap_rewards``
+    are scaled (with reward normalisation) and carry ``gamma * V(final obs)`` at truncations.
+    """
+
+    raw_obs: np.ndarray
+    obs: np.ndarray
+    next_raw_obs: np.ndarray
+    actions: np.ndarray
+    logprobs: np.ndarray
+    values: np.ndarray
+    rewards: np.ndarray
+    bootstrap_rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    last_value: np.ndarray
+    discounted_returns: np.ndarray
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+
+    @property
+    def dones(self) -> np.ndarray:
+        """1.0 where an episode ended with that step (terminated or truncated)."""
+        return np.logical_or(self.terminated, self.truncated).astype(np.float32)
+
+    @property
+    def num_steps(self) -> int:
+        """Number of transitions over all envs."""
+        return int(self.rewards.size)
+
+    def obs_stats(self) -> RunningStats:
+        """Statistics of the raw observations it saw."""
+        return RunningStats.from_batch(self.raw_obs.reshape(self.num_steps, -1))
+
+
 @torch.no_grad()
-def collect_rollout(model: ActorCritic, stats: RunningStats, envs: gym.vector.VectorEnv, cfg: FedRLConfig,
-                    seed: int, device: torch.device, return_stats: RunningStats | None = None) -> Rollout:
-    """Play fresh episodes until at least ``min-episodes`` have finished *and* ``min-steps`` were taken.
+def play(model: ActorCritic, stats: RunningStats, envs: gym.vector.VectorEnv, cfg: FedRLConfig, seed: int,
+         device: torch.device, return_stats: RunningStats | None = None, steps: int | None = None) -> Trajectory:
+    """Reset the envs with ``seed`` and act with ``model`` until the rollout is long enough.
 
-    The paper's workers gather "two episodes or 2000 timesteps, whichever happens
-    last". Truncated episodes (time limits) are bootstrapped with the value of their
-    final observation; the unfinished tail is bootstrapped through GAE.
-
-    With ``return_stats`` (global statistics of the discounted return) rewards are
-    divided by the return's standard deviation and clipped to ±10 before GAE, as
-    SB3's VecNormalize and gymnasium's NormalizeReward do; the episode returns that
-    are reported stay raw. The rollout carries the statistics of the discounted
-    returns it saw, for the server to merge.
+    With ``steps`` it plays exactly that many env steps (rounded up to whole vector
+    steps): a job of fixed length, whose cost is known in advance. Without, it plays
+    until at least ``min-episodes`` have finished *and* ``min-steps`` were taken, as the
+    paper's workers gather "two episodes or 2000 timesteps, whichever happens last".
+    Truncated episodes (time limits) are bootstrapped with the value of their final
+    observation. With ``return_stats`` rewards are divided by the discounted return's
+    standard deviation and clipped to ±10, as SB3's VecNormalize does.
     """
     num_envs = envs.num_envs
     # Action sampling draws from torch's global generator; seeding it here makes a
-    # client's rollout depend only on (seed, partition, round), whichever process
-    # (a Ray actor, a fresh ClientApp, the test's) happens to run it.
+    # client's rollout depend only on its seed, whichever process (a Ray actor, a
+    # fresh ClientApp, the test's) happens to run it.
     torch.manual_seed(seed)
     obs_raw, _ = envs.reset(seed=seed)
     envs.action_space.seed(seed)
     action_space = envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
 
-    raw_obs, norm_obs, actions, logprobs, values, rewards, dones = [], [], [], [], [], [], []
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in ("raw_obs", "obs", "next_raw_obs", "actions", "logprobs",
+                                                             "values", "rewards", "bootstrap_rewards", "terminated",
+                                                             "truncated", "discounted_returns")}
     ep_ret = np.zeros(num_envs)
     ep_len = np.zeros(num_envs, dtype=np.int64)
     disc_ret = np.zeros(num_envs)
-    disc_rets: list[np.ndarray] = []
-    reward_scale = 1.0
-    if return_stats is not None and return_stats.count > 0:
-        reward_scale = float(1.0 / np.sqrt(return_stats.var[0] + 1e-8))
+    scaled = return_stats is not None and return_stats.count > 0
+    reward_scale = float(1.0 / np.sqrt(return_stats.var[0] + 1e-8)) if scaled else 1.0  # type: ignore[union-attr]
     episode_returns: list[float] = []
     episode_lengths: list[int] = []
-    steps = 0
-    while steps < cfg.min_steps or len(episode_returns) < cfg.min_episodes:
+    taken = 0
+
+    def more() -> bool:
+        if steps is not None:
+            return taken < steps
+        return taken < cfg.min_steps or len(episode_returns) < cfg.min_episodes
+
+    while more():
         obs = stats.normalize(obs_raw)
-        obs_t = torch.as_tensor(obs, device=device)
-        action, logprob, value = model.act(obs_t)
+        action, logprob, value = model.act(torch.as_tensor(obs, device=device))
         action_np = action.cpu().numpy()
         env_action = np.clip(action_np, action_space.low, action_space.high) if continuous else action_np
         next_obs, reward, terminated, truncated, info = envs.step(env_action)
@@ -162,12 +205,14 @@ def collect_rollout(model: ActorCritic, stats: RunningStats, envs: gym.vector.Ve
         ep_ret += reward
         ep_len += 1
         disc_ret = cfg.gamma * disc_ret + reward
-        disc_rets.append(disc_ret.copy())
+        columns["discounted_returns"].append(disc_ret.copy())
         done = np.logical_or(terminated, truncated)
         disc_ret[done] = 0.0
-        bootstrap_reward = reward.copy()
-        if return_stats is not None and return_stats.count > 0:
-            bootstrap_reward = np.clip(reward * reward_scale, -CLIP_REWARD, CLIP_REWARD)
+        bootstrap_reward = np.clip(reward * reward_scale, -CLIP_REWARD, CLIP_REWARD) if scaled else reward.copy()
+        next_raw = np.array(next_obs, np.float64)
+        if np.any(done):
+            for i in np.flatnonzero(done):
+                next_raw[i] = info["final_obs"][i]
         if np.any(truncated & ~terminated):
             idx = np.flatnonzero(truncated & ~terminated)
             final = np.stack([info["final_obs"][i] for i in idx])
@@ -178,37 +223,48 @@ def collect_rollout(model: ActorCritic, stats: RunningStats, envs: gym.vector.Ve
             episode_lengths.append(int(ep_len[i]))
             ep_ret[i] = 0.0
             ep_len[i] = 0
-        raw_obs.append(obs_raw)
-        norm_obs.append(obs)
-        actions.append(action_np)
-        logprobs.append(logprob.cpu().numpy())
-        values.append(value.cpu().numpy())
-        rewards.append(bootstrap_reward)
-        dones.append(done.astype(np.float32))
+        for key, item in (("raw_obs", obs_raw), ("obs", obs), ("next_raw_obs", next_raw), ("actions", action_np),
+                          ("logprobs", logprob.cpu().numpy()), ("values", value.cpu().numpy()), ("rewards", reward),
+                          ("bootstrap_rewards", bootstrap_reward), ("terminated", terminated),
+                          ("truncated", truncated)):
+            columns[key].append(item)
         obs_raw = next_obs
-        steps += num_envs
+        taken += num_envs
 
     last_value = model.value(torch.as_tensor(stats.normalize(obs_raw), device=device)).cpu().numpy()
-    values_arr = np.asarray(values, np.float32)
-    advantages, returns = compute_gae(np.asarray(rewards, np.float32), values_arr, np.asarray(dones, np.float32),
-                                      last_value.astype(np.float32), cfg.gamma, cfg.gae_lambda)
+    kinds = {"raw_obs": np.float64, "next_raw_obs": np.float64, "actions": np.float32 if continuous else np.int64,
+             "rewards": np.float64, "terminated": np.float32, "truncated": np.float32,
+             "discounted_returns": np.float64}
+    arrays = {k: np.asarray(v, kinds.get(k, np.float32)) for k, v in columns.items()}
+    return Trajectory(**arrays, last_value=last_value.astype(np.float32), episode_returns=episode_returns,
+                      episode_lengths=episode_lengths)
 
-    def flat(x: list[np.ndarray] | np.ndarray, dtype: type = np.float32) -> np.ndarray:
-        arr = np.asarray(x, dtype)
+
+def collect_rollout(model: ActorCritic, stats: RunningStats, envs: gym.vector.VectorEnv, cfg: FedRLConfig,
+                    seed: int, device: torch.device, return_stats: RunningStats | None = None,
+                    steps: int | None = None) -> Rollout:
+    """:func:`play`, then GAE; the rollout carries the statistics of the observations and returns it saw.
+
+    The unfinished tail is bootstrapped through GAE; the episode returns reported stay raw.
+    """
+    traj = play(model, stats, envs, cfg, seed, device, return_stats, steps)
+    advantages, returns = compute_gae(traj.bootstrap_rewards, traj.values, traj.dones, traj.last_value, cfg.gamma,
+                                      cfg.gae_lambda)
+
+    def flat(arr: np.ndarray) -> np.ndarray:
         return arr.reshape(arr.shape[0] * arr.shape[1], *arr.shape[2:])
 
-    raw = flat(raw_obs, np.float64)
     return Rollout(
-        obs=flat(norm_obs),
-        actions=flat(actions, np.int64 if not continuous else np.float32),
-        logprobs=flat(logprobs),
-        values=flat(values_arr),
+        obs=flat(traj.obs),
+        actions=flat(traj.actions),
+        logprobs=flat(traj.logprobs),
+        values=flat(traj.values),
         advantages=flat(advantages),
         returns=flat(returns),
-        episode_returns=episode_returns,
-        episode_lengths=episode_lengths,
-        obs_stats=RunningStats.from_batch(raw.reshape(raw.shape[0], -1)),
-        return_stats=RunningStats.from_batch(np.asarray(disc_rets).reshape(-1, 1)),
+        episode_returns=traj.episode_returns,
+        episode_lengths=traj.episode_lengths,
+        obs_stats=traj.obs_stats(),
+        return_stats=RunningStats.from_batch(traj.discounted_returns.reshape(-1, 1)),
     )
 
 

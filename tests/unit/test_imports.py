@@ -19,7 +19,7 @@ ALLOWED = {
     "fedrl.rl": {"fedrl.config", "fedrl.runtime"},
     "fedrl.federation": {"fedrl.config", "fedrl.runtime", "fedrl.rl", "fedrl.transport"},
     "fedrl.transport": {"fedrl.config"},
-    "strategies": {"fedrl.config", "fedrl.federation"},
+    "strategies": {"fedrl.config", "fedrl.rl", "fedrl.federation"},
     "fedrl.tools": {"fedrl.config", "fedrl.runtime", "fedrl.rl", "fedrl.federation", "fedrl.transport"},
 }
 
