@@ -134,6 +134,8 @@ class FedRLConfig:
     """Asynchronous methods stop when the (simulated or wall) time reaches this many units."""
     job_steps: int = 512
     """Env steps of one asynchronous job (a fixed length, so its cost is known when it is sent)."""
+    steps_per_unit: int = 512
+    """Env steps client i plays in h_i time units: a job costs h_i*job-steps/steps-per-unit, a rollout pro rata."""
     eval_every: float = 0.05
     """Evaluate the current parameters every this fraction of the budget (time-budget or num-server-rounds)."""
     eval_episodes: int = 5
@@ -205,7 +207,7 @@ class FedRLConfig:
         _choice("server-optimizer", self.server_optimizer, OPTIMIZERS)
         _choice("device", self.device, DEVICES)
         for key in ("num-server-rounds", "min-steps", "min-episodes", "num-envs-per-client",
-                    "update-epochs", "num-minibatches", "min-replies", "job-steps", "nigt-batch",
+                    "update-epochs", "num-minibatches", "min-replies", "job-steps", "steps-per-unit", "nigt-batch",
                     "nigt-init-batch", "impala-batch"):
             if getattr(self, _attr(key)) < 1:
                 raise ConfigError(key, getattr(self, _attr(key)), "an integer >= 1")

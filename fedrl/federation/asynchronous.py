@@ -101,6 +101,7 @@ class AsyncScheduler:
         self.nodes: list[int] = []
         self.costs: CostModel | None = None
         self.seq = 0
+        self.sent_in_round: dict[tuple[int, int], int] = {}
         self.now = 0.0
         self.env_steps = 0
         self.used_steps = 0
@@ -111,9 +112,14 @@ class AsyncScheduler:
     def send(self, node: int, start: float) -> None:
         """Push the rule's current parameters to ``node`` as a new job starting at simulated time ``start``."""
         self.seq += 1
+        # The job's seed comes from (round, n-th job of this node in the round), not from the
+        # global job number, so methods that differ only in aborted jobs play the same episodes.
+        key = (node, self.rule.round)
+        nth = self.sent_in_round[key] = self.sent_in_round.get(key, -1) + 1
         stats_arrays, count = stats_to_records(self.state.obs_stats)
         content = instruction(pack(self.rule.parameters()),
-                              {"job": self.seq, "version": self.rule.version, "obs-count": count},
+                              {"job": self.seq, "version": self.rule.version, "round": self.rule.round,
+                               "nth": nth, "obs-count": count},
                               {OBS_STATS: stats_arrays})
         msg = Message(content, node, self.rule.message_type, ttl=self.cfg.reply_timeout + 1.0, group_id=str(self.seq))
         ids = list(self.grid.push_messages([msg]))
@@ -135,10 +141,13 @@ class AsyncScheduler:
     # Waiting for replies ----------------------------------------------------------------------------------------
 
     def _pull(self) -> bool:
-        got = list(self.grid.pull_messages(list(self.pending))) if self.pending else []
+        # Only ids whose reply has not come: the SuperLink answers a second pull of a reply
+        # already taken with an error reply of its own.
+        wanted = [m for m in self.pending if m not in self.arrived]
+        got = list(self.grid.pull_messages(wanted)) if wanted else []
         for msg in got:
             if msg.metadata.reply_to_message_id in self.pending:
-                self.arrived[msg.metadata.reply_to_message_id] = msg
+                self.arrived.setdefault(msg.metadata.reply_to_message_id, msg)
         now = time.monotonic()
         for msg_id, job in list(self.pending.items()):
             if msg_id not in self.arrived and now - job.sent_at > self.cfg.reply_timeout:
@@ -217,7 +226,12 @@ class AsyncScheduler:
         except InvalidReply as exc:
             log.warning("job %d: rejected reply from %s: %s", job.seq, describe(msg), exc)
             self._row(job, "rejected", None, Outcome("rejected"))
-            if not job.aborted:  # an aborted job's node is sent the next round's job when the round restarts
+            if msg.has_error():
+                # The ClientApp failed or the SuperLink reports the node gone: no more jobs
+                # for it (a restarted SuperNode comes back as a new node).
+                self.inactive.add(job.node)
+                log.warning("%s gets no more jobs", self.messenger.who(job.node))
+            elif not job.aborted:  # an aborted job's node is sent the next round's job when the round restarts
                 self.send(job.node, self.now)
             return
         self.messenger.learn(job.node, result.partition_id)
@@ -248,12 +262,13 @@ class AsyncScheduler:
         if self.simulated:
             for job in self.pending.values():
                 job.aborted = True
-            # One job per node: a node gets the next round's job only once its aborted one is back.
-            while any(j.aborted for j in self.pending.values()):
+            # One job per node: a node gets the next round's job only once its aborted one is back,
+            # and the aborted ones are logged in job order, whatever order they come back in.
+            while any(j.aborted and m not in self.arrived for m, j in self.pending.items()):
                 if not self._pull():
                     time.sleep(POLL_START_S)
-                for msg_id in [m for m in self.arrived if self.pending[m].aborted]:
-                    self.process(self.pending[msg_id], self.arrived.pop(msg_id), self.now)
+            for job in sorted((j for j in self.pending.values() if j.aborted), key=lambda j: j.seq):
+                self.process(job, self.arrived.pop(job.msg_id), self.now)
             busy: set[int] = set()
         else:
             busy = {j.node for j in self.pending.values()}

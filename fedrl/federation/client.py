@@ -142,14 +142,15 @@ def handle_local(message: Message, context: Context) -> Message:
 
 
 
-def _job(message: Message, context: Context) -> tuple[FedRLConfig, int, ActorCritic, torch.device, int,
+def _job(message: Message, context: Context) -> tuple[FedRLConfig, int, ActorCritic, torch.device, int, int,
                                                       RunningStats, gym.vector.SyncVectorEnv]:
     cfg, pid, model, device = _setup(message, context)
     conf = message.content.config_records[CONFIG]
     envs = _envs(cfg.env_id, cfg.num_envs_per_client)
     obs_shape = (int(np.prod(envs.single_observation_space.shape)),)
     stats = stats_from_records(message.content.array_records.get(OBS_STATS), float(conf["obs-count"]), obs_shape)
-    return cfg, pid, model, device, int(conf["job"]), stats, envs
+    seed = job_seed(cfg.seed, pid, int(conf["round"]), int(conf["nth"]))
+    return cfg, pid, model, device, int(conf["job"]), seed, stats, envs
 
 
 def _emulate(cfg: FedRLConfig, pid: int, context: Context, model: ActorCritic, start: float) -> None:
@@ -161,8 +162,8 @@ def _emulate(cfg: FedRLConfig, pid: int, context: Context, model: ActorCritic, s
 def handle_pg(message: Message, context: Context) -> Message:
     """A3C and NIGT: play one fixed-length job at the parameters sent and return its policy gradient."""
     start = time.perf_counter()
-    cfg, pid, model, device, job, stats, envs = _job(message, context)
-    grads, parts, rollout = policy_gradient(model, stats, envs, cfg, job_seed(cfg.seed, pid, job), device)
+    cfg, pid, model, device, job, seed, stats, envs = _job(message, context)
+    grads, parts, rollout = policy_gradient(model, stats, envs, cfg, seed, device)
     _emulate(cfg, pid, context, model, start)
     assert rollout.obs_stats is not None
     return job_reply(message, PG, pid, job, rollout.num_steps, rollout.episode_returns, rollout.obs_stats, grads,
@@ -172,8 +173,8 @@ def handle_pg(message: Message, context: Context) -> Message:
 def handle_actor(message: Message, context: Context) -> Message:
     """IMPALA: play one fixed-length job with the (possibly stale) policy sent and return the trajectory."""
     start = time.perf_counter()
-    cfg, pid, model, device, job, stats, envs = _job(message, context)
-    traj = actor_trajectory(model, stats, envs, cfg, job_seed(cfg.seed, pid, job), device)
+    cfg, pid, model, device, job, seed, stats, envs = _job(message, context)
+    traj = actor_trajectory(model, stats, envs, cfg, seed, device)
     _emulate(cfg, pid, context, model, start)
     arrays = {k: getattr(traj, k).astype(np.float32) for k in TRAJECTORY_KEYS}
     return job_reply(message, ACTOR, pid, job, traj.num_steps, traj.episode_returns, traj.obs_stats(), arrays,

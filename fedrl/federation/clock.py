@@ -1,6 +1,8 @@
 """Heterogeneous compute and communication times, and the clocks that charge them.
 
-Client i = partition + 1 takes h_i time units per job and κ_i per communication:
+Client i = partition + 1 takes h_i time units per ``steps-per-unit`` env steps (so a job
+of ``job-steps`` costs h_i·job-steps/steps-per-unit, whatever the method) and κ_i per
+communication:
 
     compute-time  "equal": h_i = 1          "sqrt": h_i = √i
     comm-time     "zero":  κ_i = 0          "sqrt": κ_i = √i        "sqrt-d4": κ_i = √i·d^{1/4}
@@ -39,18 +41,20 @@ class CostModel:
         self.comm = _times("comm-time", cfg.comm_time, num_partitions,
                            {"zero": 0.0, "sqrt": 1.0, "sqrt-d4": num_parameters ** 0.25})
         self.num_partitions = num_partitions
+        self.steps_per_unit = cfg.steps_per_unit
+        self.job_steps = cfg.job_steps
 
     def h(self, partition_id: int) -> float:
         """Time units of one job of ``partition_id``."""
-        return self.compute[partition_id]
+        return self.compute[partition_id] * self.job_steps / self.steps_per_unit
 
     def kappa(self, partition_id: int) -> float:
         """Time units of one communication of ``partition_id``."""
         return self.comm[partition_id]
 
-    def rollout(self, partition_id: int, steps: int, job_steps: int) -> float:
-        """A synchronous rollout of ``steps`` env steps, charged pro rata to a job of ``job_steps``."""
-        return self.compute[partition_id] * steps / job_steps
+    def rollout(self, partition_id: int, steps: int) -> float:
+        """A synchronous rollout of ``steps`` env steps."""
+        return self.compute[partition_id] * steps / self.steps_per_unit
 
 
 class WallClock:

@@ -145,7 +145,7 @@ class SyncScheduler:
         if self.costs is None or not partitions:
             return
         costs = self.costs
-        self.sim_time += max(costs.kappa(p) + (costs.rollout(p, steps[p], self.cfg.job_steps) if steps else 0.0)
+        self.sim_time += max(costs.kappa(p) + (costs.rollout(p, steps[p]) if steps else 0.0)
                              for p in partitions if p < costs.num_partitions)
 
     def run_round(self, server_round: int) -> dict:

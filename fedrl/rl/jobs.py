@@ -2,7 +2,8 @@
 
 A job is self-contained: it starts from the parameters and statistics it is given,
 resets its envs with its own seed and plays exactly ``job-steps`` steps, so its cost is
-known when it is sent and its result depends only on (seed, partition, job number).
+known when it is sent and its result depends only on its parameters and on (seed,
+partition, round, n-th job of the partition in the round).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from fedrl.rl.vtrace import vtrace
 TRAJECTORY_KEYS = ("raw_obs", "next_raw_obs", "actions", "rewards", "terminated", "truncated")
 
 
-def job_seed(seed: int, partition_id: int, job: int) -> int:
-    """A seed for one job: distinct per (run seed, partition, job number), and from every round seed."""
-    return int(np.random.SeedSequence([seed, partition_id, job, 0xA5]).generate_state(1)[0])
+def job_seed(seed: int, partition_id: int, server_round: int, nth: int) -> int:
+    """A seed for one job: distinct per (run seed, partition, round, n-th job in it), and from every round seed."""
+    return int(np.random.SeedSequence([seed, partition_id, server_round, nth, 0xA5]).generate_state(1)[0])
 
 
 def vector_steps(cfg: FedRLConfig) -> int:

@@ -85,3 +85,36 @@ def test_killed_supernode_run_completes_and_a_restarted_one_rejoins(tmp_path):
     assert clients[0] == 2 and 1 in clients  # the run went on without the killed node
     assert sum(int(r["timed_out"]) for r in rows[clients.index(1):]) >= 1
     assert clients[-1] == 2  # the restarted SuperNode (partition 1) takes part again
+
+
+def test_wall_clock_a3c_goes_on_when_a_supernode_is_killed(tmp_path):
+    outdir = tmp_path / "runs"
+    overrides = (f'aggregator="a3c" clock="wall" time-unit-s=0.1 time-budget=150.0 job-steps=64 steps-per-unit=64 reply-timeout=5.0 '
+                 f'eval-episodes=0 outdir="{outdir}"')
+    with LocalDeployment(tmp_path / "dep", nodes=2, secure=False) as dep:
+        proc = subprocess.Popen(["flwr", "run", str(ROOT), CONNECTION, "--stream", "--run-config", overrides],
+                                env={**dep.env, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+
+        def events() -> list[dict]:
+            files = list(outdir.glob("*/events.csv"))
+            if not files:
+                return []
+            with open(files[0], newline="") as f:
+                return list(csv.DictReader(f))
+
+        while len({e["partition_id"] for e in events() if e["outcome"] == "applied"}) < 2 \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        dep.procs["supernode-1"].kill()
+        killed_at = len(events())
+        proc.wait(timeout=600)
+        rows = events()
+    assert proc.returncode == 0
+    assert (list(outdir.iterdir())[0] / "model.pt").is_file()
+    after = rows[killed_at:]
+    # The killed node's job either times out or comes back as the SuperLink's error reply.
+    assert any(r["outcome"] in ("timed_out", "rejected") and r["partition_id"] == "1" for r in after)
+    assert sum(r["outcome"] == "applied" and r["partition_id"] == "0" for r in after) >= 5  # the run went on
+    assert float(rows[-1]["sim_time"]) <= 150.0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedrl.config import AGGREGATORS
+from fedrl.config import AGGREGATORS, ASYNC_METHODS
 from fedrl.tools.launch import flwr_run
 from fedrl.tools.simulation import CONNECTION, simulation_superlink
 
@@ -43,6 +43,26 @@ def test_flwr_run_completes_with_finite_outputs(superlink, tmp_path, aggregator)
             assert math.isfinite(float(row[col]))
     with open(run_dir / "clients.csv", newline="") as f:
         assert all(math.isfinite(float(r["weight"])) for r in csv.DictReader(f) if r["exchange"] != "0")
+
+
+@pytest.mark.parametrize("method", ASYNC_METHODS)
+def test_flwr_run_of_each_async_method_completes(superlink, tmp_path, method):
+    outdir = tmp_path / "runs"
+    overrides = (f'aggregator="{method}" outdir="{outdir}" time-budget=4.0 job-steps=64 steps-per-unit=64 nigt-batch=2 '
+                 f'nigt-init-batch=2 eval-every=0.5 eval-episodes=1 compute-time="sqrt" comm-time="sqrt"')
+    run_id, status, results = flwr_run(str(ROOT), [overrides], ["num-supernodes=2 client-resources-num-cpus=1"],
+                                       CONNECTION, superlink)
+    assert status == "finished:completed"
+    run_dir = outdir / f"CartPole-v1_{method}_seed1_run{run_id}"
+    assert results == str(run_dir)
+    assert {p.name for p in run_dir.iterdir()} == {"config.json", "events.csv", "evals.csv", "model.pt"}
+    with open(run_dir / "events.csv", newline="") as f:
+        events = list(csv.DictReader(f))
+    assert any(e["outcome"] == "applied" for e in events)
+    assert {e["partition_id"] for e in events} == {"0", "1"}
+    with open(run_dir / "evals.csv", newline="") as f:
+        evals = list(csv.DictReader(f))
+    assert [float(e["sim_time"]) for e in evals] == [0.0, 2.0, 4.0]
 
 
 def test_bad_config_fails_the_run(superlink, tmp_path):
