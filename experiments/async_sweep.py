@@ -36,7 +36,8 @@ NIGT_ENV = "Reacher-v4"
 PANELS = {"a": ("equal", "zero"), "b": ("sqrt", "sqrt"), "c": ("sqrt", "sqrt-d4")}
 NIGT_METHODS = ("rennala-nigt", "sync-nigt", "a3c", "impala", "baseline-sum", "lweighted")
 # One setting for every method on Reacher: jobs of 2 episodes, M = n, the paper's η for Humanoid.
-NIGT_SETTINGS = {"env-id": NIGT_ENV, "job-steps": 100, "steps-per-unit": 100, "nigt-batch": 10, "nigt-init-batch": 10, "nigt-lr": 0.02,
+NIGT_SETTINGS = {"env-id": NIGT_ENV, "job-steps": 100, "steps-per-unit": 100, "nigt-batch": 10, "nigt-init-batch": 10,
+                 "nigt-lr": 0.02,
                  "nigt-momentum": 0.1, "server-lr": 3e-4, "min-steps": 100, "min-episodes": 2, "update-epochs": 4,
                  "num-minibatches": 4, "eval-every": 0.05, "eval-episodes": 5, "impala-batch": 4}
 

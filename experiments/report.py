@@ -1,6 +1,10 @@
 """Tables and plots of a sweep, in the paper's form.
 
     python -m experiments.report <runs-dir> [<runs-dir> ...] --out <dir> [--eval-episodes 20]
+    python -m experiments.report async [experiments/results/async] [--out experiments/results]
+
+The ``async`` form reports the asynchronous experiments (:mod:`experiments.async_report`):
+return against simulated time, wall time and env steps, and staleness histograms.
 
 Reads every complete cell of ``experiments.sweep`` and writes ``report.md`` (Tables
 1-7 and 95% confidence intervals), ``summary.csv`` and PNG plots (return against env
@@ -416,6 +420,11 @@ def _sorted(groups: list[Group]) -> list[Group]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["async"]:
+        from experiments.async_report import main as async_main
+
+        return async_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
     parser.add_argument("runs_dirs", type=Path, nargs="+", metavar="runs_dir",
                         help="sweep runs dirs; for a cell found in several, the first wins")

@@ -30,7 +30,7 @@ AGGREGATORS = GRADIENT_AGGREGATORS + PARAMETER_AGGREGATORS
 # The asynchronous methods: strategies/asynchronous.py gives each its rule, and the
 # asynchronous scheduler (fedrl/federation/asynchronous.py) runs them.
 NIGT_METHODS = ("rennala-nigt", "malenia-nigt", "sync-nigt", "malenia-rweighted", "malenia-lweighted")
-ASYNC_METHODS = ("a3c", "impala") + NIGT_METHODS
+ASYNC_METHODS = ("a3c", "impala") + NIGT_METHODS + ("gala",)
 METHODS = AGGREGATORS + ASYNC_METHODS
 CLOCKS = ("simulated", "wall")
 COMPUTE_TIMES = ("equal", "sqrt")

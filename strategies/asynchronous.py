@@ -9,6 +9,9 @@ length (:mod:`fedrl.rl.nigt`).
 
 from __future__ import annotations
 
+import copy
+import math
+
 import numpy as np
 import torch
 
@@ -17,6 +20,7 @@ from fedrl.federation.aggregation import Outcome
 from fedrl.federation.protocol import ACTOR, PG, ClientUpdate, JobResult
 from fedrl.rl.global_model import GlobalModel
 from fedrl.rl.jobs import impala_loss
+from fedrl.rl.model import ActorCritic
 from fedrl.rl.nigt import NIGT
 from fedrl.rl.normalizer import RunningStats
 from fedrl.rl.ppo import LossParts
@@ -33,6 +37,7 @@ class _OnArrival:
     name = ""
     message_type = PG
     per_round = False
+    hops = 1
 
     def __init__(self, cfg: FedRLConfig, state: GlobalModel) -> None:
         self.cfg = cfg
@@ -44,7 +49,7 @@ class _OnArrival:
         """Jobs are not grouped in rounds; the version stands in."""
         return self.version
 
-    def parameters(self) -> dict[str, np.ndarray]:
+    def parameters(self, node: int) -> dict[str, np.ndarray]:
         """The latest global parameters."""
         return self.state.numpy_state()
 
@@ -132,6 +137,7 @@ class _NIGTRound:
     name = ""
     message_type = PG
     per_round = True
+    hops = 1
 
     def __init__(self, cfg: FedRLConfig, state: GlobalModel) -> None:
         self.cfg = cfg
@@ -154,8 +160,8 @@ class _NIGTRound:
         """M_init in the first round, M after."""
         return self.cfg.nigt_init_batch if self.round == 0 else self.cfg.nigt_batch
 
-    def parameters(self) -> dict[str, np.ndarray]:
-        """θ̃_k (θ_k for the critic)."""
+    def parameters(self, node: int) -> dict[str, np.ndarray]:
+        """θ̃_k (θ_k for the critic), the same for every worker."""
         return self.query
 
     def wants_job(self, partition_id: int) -> bool:
@@ -302,3 +308,68 @@ class MaleniaLWeighted(_MaleniaWeighted):
     def __init__(self, cfg: FedRLConfig, state: GlobalModel) -> None:
         super().__init__(cfg, state)
         self.rule = LossWeighted(cfg.weight_floor_h)
+
+
+class GALA(_OnArrival):
+    """GALA (Assran et al., 2019), gossip relayed by the server: n agents, each with its own θ_i and Adam.
+
+    Agent i's job k starts from the mix with its in-peer's latest copy, then takes one
+    local step with the gradient it computed there:
+        θ_i^mix = ½(θ_i + θ_p),   p = ring peer (i + 2^(k mod ⌊log2 n⌋)) mod n   (time-varying exponential graph)
+        θ_i ← Adam_i(θ_i^mix, clip(∇L(θ_i^mix)))
+    The server only relays: it keeps every agent's latest θ_j (and, since a ClientApp
+    keeps no state between messages on a deployment, its Adam moments) and puts the
+    peer's copy in the agent's next job. A job therefore pays two hops (2κ_i), all
+    models cross one link, and there is no global model: the mean θ̄ is evaluated and
+    saved, and the consensus error mean_i ‖θ_i − θ̄‖ is logged.
+    """
+
+    name = "gala"
+    hops = 2
+
+    def __init__(self, cfg: FedRLConfig, state: GlobalModel) -> None:
+        super().__init__(cfg, state)
+        self.agents: dict[int, ActorCritic] = {}
+        self.optimizers: dict[int, torch.optim.Optimizer] = {}
+        self.steps: dict[int, int] = {}
+        self.mixes: dict[int, dict[str, np.ndarray]] = {}
+
+    def _agent(self, node: int) -> ActorCritic:
+        if node not in self.agents:
+            self.agents[node] = copy.deepcopy(self.state.model)
+            self.optimizers[node] = torch.optim.Adam(self.agents[node].parameters(), lr=self.cfg.server_lr, eps=1e-5)
+            self.steps[node] = 0
+        return self.agents[node]
+
+    def _peer(self, node: int) -> int:
+        ring = sorted(self.agents)
+        hops = max(1, int(math.log2(len(ring)))) if len(ring) > 1 else 1
+        return ring[(ring.index(node) + 2 ** (self.steps[node] % hops)) % len(ring)]
+
+    def parameters(self, node: int) -> dict[str, np.ndarray]:
+        """Agent ``node``'s mix with its current in-peer's latest copy (kept until its result comes)."""
+        own = {k: v.detach().cpu().numpy() for k, v in self._agent(node).state_dict().items()}
+        peer = {k: v.detach().cpu().numpy() for k, v in self.agents[self._peer(node)].state_dict().items()}
+        self.mixes[node] = {k: 0.5 * (own[k] + peer[k]) for k in own}
+        return self.mixes[node]
+
+    def on_result(self, result: JobResult, job_round: int, job_version: int, active: set[int]) -> Outcome:
+        """Step the agent from its mix with its gradient; the server's model becomes the agents' mean."""
+        self.state.merge_stats(result.obs_stats, RunningStats.empty((1,)))
+        node = result.node_id
+        agent = self._agent(node)
+        agent.load_state_dict({k: torch.as_tensor(v) for k, v in self.mixes.pop(node).items()})
+        for name, param in agent.named_parameters():
+            param.grad = torch.as_tensor(result.arrays[name]).clone()
+        norm = torch.nn.utils.clip_grad_norm_(agent.parameters(), self.cfg.max_grad_norm)
+        optimizer = self.optimizers[node]
+        if torch.isfinite(norm):
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.steps[node] += 1
+        self.version += 1
+        states = [a.state_dict() for a in self.agents.values()]
+        mean = {k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]}
+        self.state.model.load_state_dict(mean)
+        error = float(np.mean([math.sqrt(sum(float(((s[k] - mean[k]) ** 2).sum()) for k in mean)) for s in states]))
+        return Outcome("applied", batch=1, batch_total=1, grad_norm=_norm(result.arrays), consensus_error=error)

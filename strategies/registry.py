@@ -9,6 +9,7 @@ from fedrl.federation.protocol import GRADS
 from fedrl.rl.global_model import GlobalModel
 from strategies.asynchronous import (
     A3C,
+    GALA,
     IMPALA,
     MaleniaLWeighted,
     MaleniaNIGT,
@@ -29,7 +30,8 @@ if tuple(AGGREGATORS) != NAMES or any((cls.reply_record == GRADS) != (name in GR
                       "keep the two in the same order, with the same gradient/parameter kind")
 
 ASYNC_RULES: dict[str, type] = {
-    cls.name: cls for cls in (A3C, IMPALA, RennalaNIGT, MaleniaNIGT, SyncNIGT, MaleniaRWeighted, MaleniaLWeighted)
+    cls.name: cls for cls in (A3C, IMPALA, RennalaNIGT, MaleniaNIGT, SyncNIGT, MaleniaRWeighted, MaleniaLWeighted,
+                              GALA)
 }
 if tuple(ASYNC_RULES) != ASYNC_METHODS:
     raise ImportError(f"strategies.registry implements {list(ASYNC_RULES)}, but fedrl.config lists "

@@ -60,6 +60,7 @@ class Outcome:
     direction_norm: float = float("nan")
     weights: dict[int, float] | None = None
     rho_clipfrac: float = float("nan")
+    consensus_error: float = float("nan")
     closed: bool = False
 
 
@@ -75,13 +76,15 @@ class AsyncRule(Protocol):
     """``train.pg`` (a gradient per job) or ``train.actor`` (a trajectory per job)."""
     per_round: bool
     """True for the NIGT family: κ is charged once when a round closes, and its unfinished jobs are aborted."""
+    hops: int
+    """Communications per job charged κ_i each: 1, or 2 for gossip relayed by the server."""
     version: int
     """Updates of the global parameters so far."""
     round: int
     """The NIGT round every job sent now belongs to (the version for the others)."""
 
-    def parameters(self) -> dict[str, np.ndarray]:
-        """What a job sent now computes at (θ, or NIGT's extrapolated θ̃)."""
+    def parameters(self, node: int) -> dict[str, np.ndarray]:
+        """What a job sent now to ``node`` computes at (θ, NIGT's extrapolated θ̃, or a GALA agent's mix)."""
         ...
 
     def wants_job(self, partition_id: int) -> bool:

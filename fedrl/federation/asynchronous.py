@@ -117,7 +117,7 @@ class AsyncScheduler:
         key = (node, self.rule.round)
         nth = self.sent_in_round[key] = self.sent_in_round.get(key, -1) + 1
         stats_arrays, count = stats_to_records(self.state.obs_stats)
-        content = instruction(pack(self.rule.parameters()),
+        content = instruction(pack(self.rule.parameters(node)),
                               {"job": self.seq, "version": self.rule.version, "round": self.rule.round,
                                "nth": nth, "obs-count": count},
                               {OBS_STATS: stats_arrays})
@@ -136,7 +136,8 @@ class AsyncScheduler:
         pid = self.messenger.partition_of.get(job.node)
         if pid is None or self.costs is None:
             return
-        job.sim_finish = job.sim_start + self.costs.h(pid) + (0.0 if self.rule.per_round else self.costs.kappa(pid))
+        comm = 0.0 if self.rule.per_round else self.rule.hops * self.costs.kappa(pid)
+        job.sim_finish = job.sim_start + self.costs.h(pid) + comm
 
     # Waiting for replies ----------------------------------------------------------------------------------------
 
@@ -295,7 +296,7 @@ class AsyncScheduler:
             "direction_norm": outcome.direction_norm,
             "weights": ";".join(f"{p}:{w:.6g}" for p, w in sorted(outcome.weights.items())) if outcome.weights else "",
             "loss": parts.loss if parts is not None else "", "clipfrac": parts.clipfrac if parts is not None else "",
-            "rho_clipfrac": outcome.rho_clipfrac,
+            "rho_clipfrac": outcome.rho_clipfrac, "consensus_error": outcome.consensus_error,
             "episodic_return": result.episodic_return if result is not None else ""})
 
     # The loop --------------------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ ROUND_COLUMNS = ("round", "env_steps", "episodic_return_mean", "episodic_return_
 CLIENT_COLUMNS = ("round", "exchange", "partition_id", "episodic_return", "loss", "num_steps", "weight")
 EVENT_COLUMNS = ("sim_time", "wall_time_s", "partition_id", "job", "outcome", "version_sent", "version_applied",
                  "staleness", "round", "env_steps", "env_steps_total", "env_steps_used", "batch", "batch_total",
-                 "grad_norm", "direction_norm", "weights", "loss", "clipfrac", "rho_clipfrac", "episodic_return")
+                 "grad_norm", "direction_norm", "weights", "loss", "clipfrac", "rho_clipfrac", "consensus_error",
+                 "episodic_return")
 EVAL_COLUMNS = ("sim_time", "wall_time_s", "env_steps", "updates", "eval_return_mean", "eval_return_std",
                 "behaviour_return")
 

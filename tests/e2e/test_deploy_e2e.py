@@ -89,8 +89,8 @@ def test_killed_supernode_run_completes_and_a_restarted_one_rejoins(tmp_path):
 
 def test_wall_clock_a3c_goes_on_when_a_supernode_is_killed(tmp_path):
     outdir = tmp_path / "runs"
-    overrides = (f'aggregator="a3c" clock="wall" time-unit-s=0.1 time-budget=150.0 job-steps=64 steps-per-unit=64 reply-timeout=5.0 '
-                 f'eval-episodes=0 outdir="{outdir}"')
+    overrides = (f'aggregator="a3c" clock="wall" time-unit-s=0.1 time-budget=150.0 job-steps=64 steps-per-unit=64 '
+                 f'reply-timeout=5.0 eval-episodes=0 outdir="{outdir}"')
     with LocalDeployment(tmp_path / "dep", nodes=2, secure=False) as dep:
         proc = subprocess.Popen(["flwr", "run", str(ROOT), CONNECTION, "--stream", "--run-config", overrides],
                                 env={**dep.env, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"},

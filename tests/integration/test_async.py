@@ -65,7 +65,7 @@ def events(server) -> list[dict]:
     return [{k: repr(v) for k, v in row.items() if k != "wall_time_s"} for row in server.recorder.events]
 
 
-@pytest.mark.parametrize("method", ["a3c", "impala", "rennala-nigt", "malenia-lweighted"])
+@pytest.mark.parametrize("method", ["a3c", "impala", "rennala-nigt", "malenia-lweighted", "gala"])
 def test_the_simulated_clock_gives_bit_identical_runs_whatever_the_arrival_order(method):
     rc = {"aggregator": method, "compute-time": "sqrt", "comm-time": "sqrt", "time-budget": 9.0}
     plain = run(rc)
@@ -207,3 +207,16 @@ def test_the_synchronous_scheduler_charges_the_same_clock():
     first = history[0]["sim_time"]
     assert first >= 2.0 + 3 * math.sqrt(2) - 1e-9
     assert history[1]["sim_time"] > first
+
+
+def test_gala_agents_mix_with_a_peer_and_the_server_holds_their_mean():
+    server = run({"aggregator": "gala", "compute-time": "sqrt", "comm-time": "sqrt", "time-budget": 12.0})
+    rule = server.rule
+    assert len(rule.agents) == 3 and rule.version >= 3
+    states = [a.state_dict() for a in rule.agents.values()]
+    for key, value in server.state.model.state_dict().items():
+        assert torch.allclose(value, torch.stack([s[key] for s in states]).mean(0))
+    applied = [e for e in server.recorder.events if e["outcome"] == "applied"]
+    assert all(e["consensus_error"] >= 0 for e in applied) and applied[-1]["consensus_error"] > 0
+    # Two hops per job: partition 0's first job finishes at h_1 + 2·κ_1 = 3.
+    assert min(e["sim_time"] for e in applied if e["partition_id"] == 0) == 3.0
