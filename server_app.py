@@ -55,4 +55,8 @@ def main(grid: Grid, context: Context) -> None:
         raise
     simpoll.set_max_wait(cfg.sim_poll_max_ms / 1000)
     set_torch_threads()
-    build_scheduler(cfg, grid, context.run_id).run()
+    try:
+        build_scheduler(cfg, grid, context.run_id).run()
+    except ConfigError as exc:  # a value that only the connected nodes show to be wrong (a list of times)
+        log.error("%s", exc)
+        raise
