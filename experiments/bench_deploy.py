@@ -39,7 +39,7 @@ from experiments.common import ROOT, read_rounds
 from fedrl.tools.deploy import CONNECTION, LocalDeployment
 from fedrl.tools.launch import flwr_run, to_overrides
 
-WORKLOAD = {"env-id": "CartPole-v1", "aggregator": "baseline-avg", "model-size": "small", "min-steps": 256,
+WORKLOAD = {"env-id": "CartPole-v1", "aggregator": "baseline-avg", "model-size": "small", "eval-episodes": 0, "min-steps": 256,
             "min-episodes": 1, "update-epochs": 4, "num-minibatches": 4}
 TARGET_MS = 200.0
 # name: (local-up --supernode, --superlink)

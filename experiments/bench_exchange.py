@@ -16,7 +16,7 @@ from experiments.common import simulate
 from fedrl.config import FedRLConfig
 from fedrl.tools.local_grid import LocalGrid
 
-WORKLOAD = {"env-id": "CartPole-v1", "aggregator": "baseline-avg", "model-size": "small", "min-steps": 256,
+WORKLOAD = {"env-id": "CartPole-v1", "aggregator": "baseline-avg", "model-size": "small", "eval-episodes": 0, "min-steps": 256,
             "min-episodes": 1, "update-epochs": 4, "num-minibatches": 4}
 
 

@@ -23,7 +23,8 @@ def simulate(configs: list[dict], clients: int) -> list[list[dict[str, float]]]:
     out = []
     with tempfile.TemporaryDirectory() as tmp, simulation_superlink(Path(tmp)) as env:
         for config in configs:
-            config = {**config, "outdir": str(Path(tmp) / "runs")}
+            # Benchmarks time training: no evaluations between rounds unless a config asks.
+            config = {"eval-episodes": 0, **config, "outdir": str(Path(tmp) / "runs")}
             run_id, status, results = flwr_run(str(ROOT), [to_overrides(config)],
                                                [f"num-supernodes={clients} client-resources-num-cpus=1"],
                                                CONNECTION, env, echo=False)

@@ -31,8 +31,8 @@ def _norm(arrays: dict[str, np.ndarray]) -> float:
     return float(np.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in arrays.values())))
 
 
-class _OnArrival:
-    """What A3C and IMPALA share: the latest θ goes out, statistics merge on arrival, one Adam step per update."""
+class _Rule:
+    """What every asynchronous rule has (:class:`fedrl.federation.aggregation.AsyncRule` lists it)."""
 
     name = ""
     message_type = PG
@@ -44,6 +44,14 @@ class _OnArrival:
         self.state = state
         self.version = 0
 
+    def wants_job(self, partition_id: int) -> bool:
+        """Every worker is always busy."""
+        return True
+
+
+class _OnArrival(_Rule):
+    """What A3C, IMPALA and GALA share: the latest θ goes out, statistics merge on arrival, one Adam step per update."""
+
     @property
     def round(self) -> int:
         """Jobs are not grouped in rounds; the version stands in."""
@@ -52,10 +60,6 @@ class _OnArrival:
     def parameters(self, node: int) -> dict[str, np.ndarray]:
         """The latest global parameters."""
         return self.state.numpy_state()
-
-    def wants_job(self, partition_id: int) -> bool:
-        """Every worker is always busy."""
-        return True
 
     def _step(self, grads: dict[str, np.ndarray]) -> Outcome:
         applied = self.state.apply_gradient(grads)
@@ -124,7 +128,7 @@ class IMPALA(_OnArrival):
         return outcome
 
 
-class _NIGTRound:
+class _NIGTRound(_Rule):
     """The NIGT outer loop shared by Rennala, Malenia and synchronous NIGT (:mod:`fedrl.rl.nigt`).
 
     Round k sends θ̃_k and the observation statistics of its start (merged only when it
@@ -134,17 +138,12 @@ class _NIGTRound:
     The first round is filled to ``nigt-init-batch``, later ones to ``nigt-batch`` (M).
     """
 
-    name = ""
-    message_type = PG
     per_round = True
-    hops = 1
 
     def __init__(self, cfg: FedRLConfig, state: GlobalModel) -> None:
-        self.cfg = cfg
-        self.state = state
+        super().__init__(cfg, state)
         self.nigt = NIGT(state.model, cfg.nigt_lr, cfg.nigt_momentum, cfg.server_lr, cfg.max_grad_norm)
         self.round = 0
-        self.version = 0
         self.query = self.nigt.query_point()
         self._reset()
 
@@ -163,10 +162,6 @@ class _NIGTRound:
     def parameters(self, node: int) -> dict[str, np.ndarray]:
         """θ̃_k (θ_k for the critic), the same for every worker."""
         return self.query
-
-    def wants_job(self, partition_id: int) -> bool:
-        """Workers compute gradients at θ̃_k until the round closes."""
-        return True
 
     def complete(self, active: set[int]) -> bool:
         """Whether the round's batch is full."""

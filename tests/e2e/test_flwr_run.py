@@ -48,7 +48,7 @@ def test_flwr_run_completes_with_finite_outputs(superlink, tmp_path, aggregator)
 @pytest.mark.parametrize("method", ASYNC_METHODS)
 def test_flwr_run_of_each_async_method_completes(superlink, tmp_path, method):
     outdir = tmp_path / "runs"
-    overrides = (f'aggregator="{method}" outdir="{outdir}" time-budget=4.0 job-steps=64 steps-per-unit=64 nigt-batch=2 '
+    overrides = (f'aggregator="{method}" outdir="{outdir}" time-budget=6.0 job-steps=64 steps-per-unit=64 nigt-batch=2 '
                  f'nigt-init-batch=2 eval-every=0.5 eval-episodes=1 compute-time="sqrt" comm-time="sqrt"')
     run_id, status, results = flwr_run(str(ROOT), [overrides], ["num-supernodes=2 client-resources-num-cpus=1"],
                                        CONNECTION, superlink)
@@ -62,7 +62,7 @@ def test_flwr_run_of_each_async_method_completes(superlink, tmp_path, method):
     assert {e["partition_id"] for e in events} == {"0", "1"}
     with open(run_dir / "evals.csv", newline="") as f:
         evals = list(csv.DictReader(f))
-    assert [float(e["sim_time"]) for e in evals] == [0.0, 2.0, 4.0]
+    assert [float(e["sim_time"]) for e in evals] == [0.0, 3.0, 6.0]
 
 
 def test_bad_config_fails_the_run(superlink, tmp_path):
