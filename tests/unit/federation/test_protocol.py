@@ -123,3 +123,36 @@ def test_update_reply_writes_every_loss_part_under_its_wire_name():
         "loss": 1.0, "policy-loss": 2.0, "value-loss": 3.0, "entropy": 4.0, "approx-kl": 5.0, "clipfrac": 0.5}
     back = parse_update_reply(msg, GRADS, REF)
     assert back.parts == parts and back.num_examples == 32 and back.compute_s == pytest.approx(0.1)
+
+
+def actor_reply(job: int = 5, **changes: np.ndarray) -> Message:
+    from fedrl.federation.protocol import ACTOR, job_reply
+
+    steps = 3
+    traj = {"raw_obs": np.zeros((steps, 1, 2), np.float32), "next_raw_obs": np.zeros((steps, 1, 2), np.float32),
+            "actions": np.array([[0.0], [1.0], [1.0]], np.float32), "rewards": np.ones((steps, 1), np.float32),
+            "terminated": np.array([[0.0], [0.0], [1.0]], np.float32), "truncated": np.zeros((steps, 1), np.float32)}
+    traj.update(changes)
+    return job_reply(instruction(101, ACTOR), ACTOR, 1, job, steps, [3.0], RunningStats.from_batch(np.zeros((3, 2))),
+                     traj, 0.01, behaviour_logprobs=np.full((steps, 1), -0.7, np.float32))
+
+
+TRAJ_LAYOUT = {"raw_obs": (3, 1, 2), "next_raw_obs": (3, 1, 2), "actions": (3, 1), "rewards": (3, 1),
+               "terminated": (3, 1), "truncated": (3, 1)}
+
+
+def test_an_actor_reply_round_trips_and_its_bad_forms_are_named():
+    from fedrl.federation.protocol import parse_actor_reply
+
+    ok = parse_actor_reply(actor_reply(), 5, TRAJ_LAYOUT, (2,), num_actions=2)
+    assert ok.partition_id == 1 and ok.num_steps == 3 and ok.behaviour_logprobs.shape == (3, 1)
+    assert ok.episode_returns == [3.0] and ok.arrays["terminated"][2, 0] == 1.0
+    cases = [
+        (actor_reply(job=6), "reply names job 6, but this message was job 5"),
+        (actor_reply(terminated=np.full((3, 1), 0.5, np.float32)), "'terminated' must hold only 0 and 1"),
+        (actor_reply(actions=np.array([[0.0], [2.0], [1.0]], np.float32)), r"integers in \[0, 2\)"),
+        (actor_reply(rewards=np.ones((2, 1), np.float32)), "'trajectory' holds"),
+    ]
+    for msg, why in cases:
+        with pytest.raises(InvalidReply, match=why):
+            parse_actor_reply(msg, 5, TRAJ_LAYOUT, (2,), num_actions=2)
