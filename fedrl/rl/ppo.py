@@ -178,9 +178,10 @@ def play(model: ActorCritic, stats: RunningStats, envs: gym.vector.VectorEnv, cf
     action_space = envs.single_action_space
     continuous = isinstance(action_space, gym.spaces.Box)
 
-    columns: dict[str, list[np.ndarray]] = {k: [] for k in ("raw_obs", "obs", "next_raw_obs", "actions", "logprobs",
-                                                             "values", "rewards", "bootstrap_rewards", "terminated",
-                                                             "truncated", "discounted_returns")}
+    names = ("raw_obs", "obs", "next_raw_obs", "actions", "logprobs", "values", "rewards", "bootstrap_rewards",
+             "terminated", "truncated", "discounted_returns")
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    (raw_l, obs_l, next_l, act_l, logp_l, val_l, rew_l, boot_l, term_l, trunc_l, disc_l) = columns.values()
     ep_ret = np.zeros(num_envs)
     ep_len = np.zeros(num_envs, dtype=np.int64)
     disc_ret = np.zeros(num_envs)
@@ -205,29 +206,36 @@ def play(model: ActorCritic, stats: RunningStats, envs: gym.vector.VectorEnv, cf
         ep_ret += reward
         ep_len += 1
         disc_ret = cfg.gamma * disc_ret + reward
-        columns["discounted_returns"].append(disc_ret.copy())
+        disc_l.append(disc_ret.copy())
         done = np.logical_or(terminated, truncated)
-        disc_ret[done] = 0.0
         bootstrap_reward = np.clip(reward * reward_scale, -CLIP_REWARD, CLIP_REWARD) if scaled else reward.copy()
-        next_raw = np.array(next_obs, np.float64)
-        if np.any(done):
+        next_raw = next_obs
+        if done.any():
+            disc_ret[done] = 0.0
+            # The vector env has already reset a finished env: its last observation is in info.
+            next_raw = np.array(next_obs, np.float64)
             for i in np.flatnonzero(done):
                 next_raw[i] = info["final_obs"][i]
-        if np.any(truncated & ~terminated):
-            idx = np.flatnonzero(truncated & ~terminated)
-            final = np.stack([info["final_obs"][i] for i in idx])
-            final_v = model.value(torch.as_tensor(stats.normalize(final), device=device)).cpu().numpy()
-            bootstrap_reward[idx] += cfg.gamma * final_v
-        for i in np.flatnonzero(done):
-            episode_returns.append(float(ep_ret[i]))
-            episode_lengths.append(int(ep_len[i]))
-            ep_ret[i] = 0.0
-            ep_len[i] = 0
-        for key, item in (("raw_obs", obs_raw), ("obs", obs), ("next_raw_obs", next_raw), ("actions", action_np),
-                          ("logprobs", logprob.cpu().numpy()), ("values", value.cpu().numpy()), ("rewards", reward),
-                          ("bootstrap_rewards", bootstrap_reward), ("terminated", terminated),
-                          ("truncated", truncated)):
-            columns[key].append(item)
+                episode_returns.append(float(ep_ret[i]))
+                episode_lengths.append(int(ep_len[i]))
+                ep_ret[i] = 0.0
+                ep_len[i] = 0
+            cut = truncated & ~terminated
+            if cut.any():
+                idx = np.flatnonzero(cut)
+                final = np.stack([info["final_obs"][i] for i in idx])
+                final_v = model.value(torch.as_tensor(stats.normalize(final), device=device)).cpu().numpy()
+                bootstrap_reward[idx] += cfg.gamma * final_v
+        raw_l.append(obs_raw)
+        obs_l.append(obs)
+        next_l.append(next_raw)
+        act_l.append(action_np)
+        logp_l.append(logprob.cpu().numpy())
+        val_l.append(value.cpu().numpy())
+        rew_l.append(reward)
+        boot_l.append(bootstrap_reward)
+        term_l.append(terminated)
+        trunc_l.append(truncated)
         obs_raw = next_obs
         taken += num_envs
 
