@@ -97,11 +97,11 @@ class AsyncScheduler:
         self.pending: dict[str, Job] = {}
         self.arrived: dict[str, Message] = {}
         self.inactive: set[int] = set()
-        self.waiting: set[int] = set()
         self.nodes: list[int] = []
         self.costs: CostModel | None = None
         self.seq = 0
-        self.sent_in_round: dict[tuple[int, int], int] = {}
+        self.sent_in_round: dict[int, int] = {}
+        self.counted_round = 0
         self.now = 0.0
         self.env_steps = 0
         self.used_steps = 0
@@ -114,8 +114,9 @@ class AsyncScheduler:
         self.seq += 1
         # The job's seed comes from (round, n-th job of this node in the round), not from the
         # global job number, so methods that differ only in aborted jobs play the same episodes.
-        key = (node, self.rule.round)
-        nth = self.sent_in_round[key] = self.sent_in_round.get(key, -1) + 1
+        if self.rule.round != self.counted_round:  # rounds only grow: older counts are never needed again
+            self.sent_in_round, self.counted_round = {}, self.rule.round
+        nth = self.sent_in_round[node] = self.sent_in_round.get(node, -1) + 1
         stats_arrays, count = stats_to_records(self.state.obs_stats)
         content = instruction(pack(self.rule.parameters(node)),
                               {"job": self.seq, "version": self.rule.version, "round": self.rule.round,
@@ -253,8 +254,6 @@ class AsyncScheduler:
             self._close_round(outcome)
         elif self.rule.wants_job(result.partition_id):
             self.send(job.node, self.now)
-        else:
-            self.waiting.add(job.node)
 
     def _close_round(self, outcome: Outcome) -> None:
         """A NIGT round closed: it ends κ later; jobs still running for it are aborted, and everyone restarts."""
@@ -274,7 +273,6 @@ class AsyncScheduler:
         else:
             busy = {j.node for j in self.pending.values()}
         self.now = end if self.simulated else self.now
-        self.waiting.clear()
         for node in self.nodes:
             if node not in self.inactive and node not in busy:
                 self.send(node, end)
