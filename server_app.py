@@ -48,6 +48,7 @@ def main(grid: Grid, context: Context) -> None:
     log.info("fedrl: Flower patches: %s", compat.describe(PATCHES))
     try:
         cfg = FedRLConfig.from_run_config(context.run_config)
+        cfg.check_outdir()
         if cfg.sim_poll_max_ms > 0:
             compat.require("sim-poll", "sim-poll-max-ms", cfg.sim_poll_max_ms, "0 (Flower's own 100 ms poll)")
     except ConfigError as exc:

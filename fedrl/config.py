@@ -39,6 +39,10 @@ MODEL_SIZES = ("small", "medium", "large")
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_OUTDIR = "~/fedrl-runs"
+# strategies/robust.py gives each its class and strategies/registry.py checks the names.
+ROBUST_RULES = ("none", "median", "trimmed-mean", "krum", "multi-krum", "fedpg-br")
+# fedrl/federation/attacks.py implements each.
+ATTACKS = ("none", "sign-flip", "scale", "noise", "random-actions", "reward-lie", "loss-lie")
 
 
 class ConfigError(ValueError):
@@ -154,6 +158,29 @@ class FedRLConfig:
     """IMPALA: V-trace trace-cutting clip c-bar."""
     impala_batch: int = 2
     """IMPALA: trajectories per learner step."""
+    grad_norm_screen: float = 10.0
+    """Drop a reply whose gradient norm (fedavg: of theta_i - theta) exceeds this many medians of recent norms; 0: off."""
+    robust_rule: str = "none"
+    """Byzantine-robust rule: "none", "median", "trimmed-mean", "krum", "multi-krum", "fedpg-br" (not with fedavg/fedprox)."""
+    robust_f: int = 1
+    """Byzantine replies the robust rule tolerates: Krum's f, the trimmed mean's cut at each end, FedPG-BR's alpha = f/n."""
+    fedpg_sigma: float = 0.0
+    """FedPG-BR: bound sigma on an honest gradient's error; 0 estimates it from each exchange's replies."""
+    fedpg_delta: float = 0.6
+    """FedPG-BR: confidence delta in V = 2 log(2K/delta)."""
+    byzantine_clients: str = ""
+    """Experiments only: partitions that attack, e.g. "0,1,2"; "" = none (see attack)."""
+    attack: str = "none"
+    """Experiments only: "none", "sign-flip", "scale", "noise", "random-actions", "reward-lie" or "loss-lie" (README)."""
+    attack_scale: float = 0.0
+    """Experiments only: the attack's strength; 0 takes its default (sign-flip 1, scale 100, noise 10, lies 10)."""
+    resume_from: str = ""
+    """A run directory to continue from its last checkpoint.pt (synchronous methods); "" starts a new run."""
+
+    @property
+    def attackers(self) -> tuple[int, ...]:
+        """The partitions of byzantine-clients."""
+        return tuple(int(x) for x in self.byzantine_clients.split(",")) if self.byzantine_clients else ()
 
     @property
     def is_gradient_aggregator(self) -> bool:
@@ -222,10 +249,25 @@ class FedRLConfig:
             raise ConfigError("nigt-momentum", self.nigt_momentum, "a number in (0, 1]")
         if not 0.0 < self.eval_every <= 1.0:
             raise ConfigError("eval-every", self.eval_every, "a fraction in (0, 1]")
-        for key in ("clip-coef", "ent-coef", "vf-coef", "mu", "weight-floor-h", "sim-poll-max-ms", "time-unit-s",
-                    "eval-episodes"):
+        for key in ("ent-coef", "vf-coef", "mu", "sim-poll-max-ms", "time-unit-s", "eval-episodes", "robust-f",
+                    "fedpg-sigma", "attack-scale"):
             if not getattr(self, _attr(key)) >= 0:
                 raise ConfigError(key, getattr(self, _attr(key)), "a number >= 0")
+        if not self.clip_coef > 0:
+            raise ConfigError("clip-coef", self.clip_coef, "a number > 0 (0 would freeze the policy)")
+        if not (self.weight_floor_h == 0 or self.weight_floor_h >= 1):
+            raise ConfigError("weight-floor-h", self.weight_floor_h,
+                              "0 (the number of replies) or a number >= 1 (the floor 1/h is at most 1)")
+        if not (self.grad_norm_screen == 0 or self.grad_norm_screen >= 1):
+            raise ConfigError("grad-norm-screen", self.grad_norm_screen, "0 (off) or a number >= 1")
+        if not 0 < self.fedpg_delta < 1:
+            raise ConfigError("fedpg-delta", self.fedpg_delta, "a number in (0, 1)")
+        if self.num_minibatches > self.min_steps:
+            raise ConfigError("num-minibatches", self.num_minibatches,
+                              f"at most min-steps = {self.min_steps}, so no minibatch is empty")
+        _choice("robust-rule", self.robust_rule, ROBUST_RULES)
+        _choice("attack", self.attack, ATTACKS)
+        self._validate_trust()
         if self.seed < 0:
             raise ConfigError("seed", self.seed, "an integer >= 0")
         if self.mu > 0 and self.aggregator != "fedprox":
@@ -234,6 +276,8 @@ class FedRLConfig:
             raise ConfigError("outdir", self.outdir,
                               "an absolute path or one starting with ~ (the ServerApp runs in the "
                               "SuperLink's working directory, so relative paths are ambiguous)")
+        if self.resume_from and not (self.resume_from.startswith("~") or os.path.isabs(self.resume_from)):
+            raise ConfigError("resume-from", self.resume_from, "an absolute run directory, or one starting with ~")
         if self.device == "cuda":
             import torch
 
@@ -244,6 +288,51 @@ class FedRLConfig:
                 check_env_id(self.env_id)
             except UnsupportedEnv as exc:
                 raise ConfigError("env-id", self.env_id, exc.allowed) from exc
+
+
+    def check_outdir(self) -> None:
+        """On the server only (a client's machine need not have it): outdir can be created and written."""
+        blocked = _not_creatable(self.outdir_path)
+        if blocked:
+            raise ConfigError("outdir", self.outdir, f"a directory that can be created and written ({blocked})")
+
+    def _validate_trust(self) -> None:
+        try:
+            attackers = self.attackers
+        except ValueError:
+            attackers = (-1,)
+        if any(p < 0 for p in attackers) or len(set(attackers)) != len(attackers):
+            raise ConfigError("byzantine-clients", self.byzantine_clients,
+                              'distinct partition ids >= 0 separated by commas, e.g. "0,1,2", or ""')
+        if attackers and self.attack == "none":
+            raise ConfigError("attack", self.attack, "one of " + ", ".join(f'"{a}"' for a in ATTACKS[1:])
+                              + " when byzantine-clients is set")
+        if self.attack != "none" and not attackers:
+            raise ConfigError("byzantine-clients", self.byzantine_clients,
+                              f'at least one partition id when attack = "{self.attack}"')
+        if self.robust_rule == "fedpg-br" and self.aggregator in PARAMETER_AGGREGATORS:
+            raise ConfigError("robust-rule", self.robust_rule,
+                              'a gradient aggregator: FedPG-BR filters gradients, not fedavg/fedprox parameters')
+        if self.is_async:
+            for key, value, default in (("robust-rule", self.robust_rule, "none"), ("attack", self.attack, "none"),
+                                        ("resume-from", self.resume_from, "")):
+                if value != default:
+                    raise ConfigError(key, value, f'"{default}" with the asynchronous aggregator '
+                                      f'"{self.aggregator}" (synchronous aggregators only)')
+
+
+def _not_creatable(path: Path) -> str:
+    """Why ``path`` cannot be made a writable directory ("" if it can), without creating anything."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return f"no part of {path} exists"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file"
+    if str(probe.resolve()).startswith(("/proc", "/sys")) or not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return ""
 
 
 def descriptions() -> dict[str, str]:

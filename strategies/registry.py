@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fedrl.config import AGGREGATORS as NAMES
-from fedrl.config import ASYNC_METHODS, GRADIENT_AGGREGATORS, FedRLConfig
+from fedrl.config import ASYNC_METHODS, GRADIENT_AGGREGATORS, ROBUST_RULES, FedRLConfig
 from fedrl.federation.aggregation import AsyncRule
 from fedrl.federation.protocol import GRADS
 from fedrl.rl.global_model import GlobalModel
@@ -20,6 +20,7 @@ from strategies.asynchronous import (
 from strategies.base import Aggregator
 from strategies.gradient import BaselineAvg, BaselineSum, LossWeighted, RewardWeighted
 from strategies.parameters import FedAvg, FedProx
+from strategies.robust import ROBUST_RULES as ROBUST_CLASSES
 
 AGGREGATORS: dict[str, type[Aggregator]] = {
     cls.name: cls for cls in (BaselineSum, BaselineAvg, RewardWeighted, LossWeighted, FedAvg, FedProx)
@@ -38,6 +39,11 @@ if tuple(ASYNC_RULES) != ASYNC_METHODS:
                       f"{list(ASYNC_METHODS)}: keep the two in the same order")
 
 
+if tuple(ROBUST_CLASSES) != ROBUST_RULES:
+    raise ImportError(f"strategies.robust implements {list(ROBUST_CLASSES)}, but fedrl.config lists "
+                      f"{list(ROBUST_RULES)}: keep the two in the same order")
+
+
 def make_rule(cfg: FedRLConfig, state: GlobalModel) -> AsyncRule:
     """The asynchronous rule named by ``cfg.aggregator``, on the server's ``state``."""
     return ASYNC_RULES[cfg.aggregator](cfg, state)  # type: ignore[no-any-return]
@@ -45,4 +51,6 @@ def make_rule(cfg: FedRLConfig, state: GlobalModel) -> AsyncRule:
 
 def make_aggregator(cfg: FedRLConfig) -> Aggregator:
     """The aggregator named by ``cfg.aggregator``."""
-    return AGGREGATORS[cfg.aggregator](weight_floor_h=cfg.weight_floor_h, normalize_weights=cfg.normalize_weights)
+    robust = ROBUST_CLASSES[cfg.robust_rule](f=cfg.robust_f, sigma=cfg.fedpg_sigma, delta=cfg.fedpg_delta)
+    return AGGREGATORS[cfg.aggregator](weight_floor_h=cfg.weight_floor_h, normalize_weights=cfg.normalize_weights,
+                                       robust=robust, norm_screen=cfg.grad_norm_screen)

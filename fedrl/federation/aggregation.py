@@ -7,8 +7,8 @@ both see only replies the protocol has checked.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -29,6 +29,22 @@ class Aggregate:
     updates: list[ClientUpdate]
     weights: np.ndarray
     rewards: list[float]
+    screened: list[tuple[str, str]] = field(default_factory=list)
+    """(who, why) for every checked reply the rule left out: norm screen, robust filter, non-finite result."""
+
+
+@dataclass
+class Exchange:
+    """What a rule may know about one exchange besides its replies.
+
+    ``episodes``: how many episodes each partition finished this round; ``center``: the
+    global parameters the replies started from (parameter rules compare θ_i − θ);
+    ``acceptable``: whether the global model can take a combined result (it stays finite).
+    """
+
+    episodes: Mapping[int, int] = field(default_factory=dict)
+    center: Mapping[str, np.ndarray] | None = None
+    acceptable: Callable[[dict[str, np.ndarray]], bool] | None = None
 
 
 class Aggregator(Protocol):
@@ -39,8 +55,16 @@ class Aggregator(Protocol):
     """What clients send back: ``"grads"`` (gradients) or ``"model"`` (parameters)."""
 
     def aggregate(self, updates: list[ClientUpdate], reference: Mapping[str, tuple[int, ...]],
-                  rewards: Mapping[int, float]) -> Aggregate:
+                  rewards: Mapping[int, float], exchange: Exchange | None = None) -> Aggregate:
         """Weight and combine the checked ``updates`` of one exchange (sorted by partition)."""
+        ...
+
+    def state(self) -> dict:
+        """What the rule has learnt across exchanges (for a checkpoint)."""
+        ...
+
+    def load_state(self, state: dict) -> None:
+        """Restore :meth:`state`."""
         ...
 
 

@@ -32,6 +32,7 @@ from fedrl.config import FedRLConfig
 from fedrl.federation.aggregation import AsyncRule, Outcome
 from fedrl.federation.clock import CostModel, WallClock
 from fedrl.federation.evaluations import Evaluations
+from fedrl.federation.identity import PartitionConflict
 from fedrl.federation.messenger import Messenger
 from fedrl.federation.protocol import (
     OBS_STATS,
@@ -148,8 +149,14 @@ class AsyncScheduler:
         wanted = [m for m in self.pending if m not in self.arrived]
         got = list(self.grid.pull_messages(wanted)) if wanted else []
         for msg in got:
-            if msg.metadata.reply_to_message_id in self.pending:
-                self.arrived.setdefault(msg.metadata.reply_to_message_id, msg)
+            job = self.pending.get(msg.metadata.reply_to_message_id)
+            if job is None:
+                continue
+            if msg.metadata.src_node_id != job.node:
+                log.warning("job %d: dropped a reply from node %d to the job sent to node %d", job.seq,
+                            msg.metadata.src_node_id, job.node)
+                continue
+            self.arrived.setdefault(job.msg_id, msg)
         now = time.monotonic()
         for msg_id, job in list(self.pending.items()):
             if msg_id not in self.arrived and now - job.sent_at > self.cfg.reply_timeout:
@@ -166,8 +173,15 @@ class AsyncScheduler:
             job = self.pending[msg_id]
             if job.sim_finish is None and job.node not in self.messenger.partition_of:
                 pid = self._claimed_partition(msg)
-                if pid is not None:
-                    self.messenger.learn(job.node, pid)
+                identities = self.messenger.identities
+                if pid is not None and not identities.refusal(job.node, pid):
+                    identities.bind([(job.node, pid)])
+                elif pid is not None and job.seq <= len(self.nodes) and pid in identities.node_of:
+                    # Both nodes answered their very first job with this partition: a misconfiguration.
+                    first, second = sorted((identities.node_of[pid], job.node))
+                    raise PartitionConflict(
+                        f"nodes {first} and {second} both serve partition {pid}: two SuperNodes were started with "
+                        "the same partition-id; give each its own --node-config 'partition-id=I num-partitions=N'")
             if job.sim_finish is None:
                 self._cost(job)
 
@@ -210,13 +224,9 @@ class AsyncScheduler:
             result = parse_pg_reply(msg, job.seq, self.state.layout, self.state.obs_shape)
         else:
             result = parse_actor_reply(msg, job.seq, self.trajectory_layout, self.state.obs_shape, self.num_actions)
-        known = self.messenger.partition_of.get(job.node)
-        if known is not None and result.partition_id != known:
-            raise InvalidReply(f"claims partition {result.partition_id}, but its node serves partition {known}")
-        assert self.costs is not None
-        if not 0 <= result.partition_id < self.costs.num_partitions:
-            raise InvalidReply(f"partition {result.partition_id} is outside the run's "
-                               f"{self.costs.num_partitions} partitions")
+        refused = self.messenger.identities.refusal(job.node, result.partition_id)
+        if refused:
+            raise InvalidReply(refused)
         return result
 
     def process(self, job: Job, msg: Message, now: float) -> None:
@@ -226,7 +236,7 @@ class AsyncScheduler:
         try:
             result = self._parse(job, msg)
         except InvalidReply as exc:
-            log.warning("job %d: rejected reply from %s: %s", job.seq, describe(msg), exc)
+            log.warning("job %d: rejected reply from %s: %s", job.seq, describe(msg, self.messenger.identities), exc)
             self._row(job, "rejected", None, Outcome("rejected"))
             if msg.has_error():
                 # The ClientApp failed or the SuperLink reports the node gone: no more jobs
@@ -236,7 +246,7 @@ class AsyncScheduler:
             elif not job.aborted:  # an aborted job's node is sent the next round's job when the round restarts
                 self.send(job.node, self.now)
             return
-        self.messenger.learn(job.node, result.partition_id)
+        self.messenger.identities.bind([(job.node, result.partition_id)])
         self.env_steps += result.num_steps
         self.behaviour.extend(result.episode_returns)
         if job.aborted:
@@ -312,6 +322,7 @@ class AsyncScheduler:
         self.nodes = nodes
         listed = len(self.cfg.compute_time.split(",")) if "," in self.cfg.compute_time else 0
         self.costs = CostModel(self.cfg, max(len(nodes), listed), self.state.num_parameters)
+        self.messenger.identities.num_partitions = self.costs.num_partitions
         for node in nodes:
             self.send(node, 0.0)
 

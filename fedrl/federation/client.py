@@ -17,6 +17,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message
 
 from fedrl.config import FedRLConfig
+from fedrl.federation.attacks import corrupt, plays_randomly, reported_parts, reported_returns
 from fedrl.federation.clock import emulated_delay
 from fedrl.federation.protocol import (
     ACTOR,
@@ -105,25 +106,38 @@ def handle_rollout(message: Message, context: Context) -> Message:
                                       (1,), RETURN_STATS)
     rollout = collect_rollout(model, stats, envs, cfg,
                               client_seed(cfg.seed, pid, server_round), device,
-                              return_stats if cfg.normalize_reward else None)
+                              return_stats if cfg.normalize_reward else None,
+                              random_actions=plays_randomly(cfg, pid))
     context.state[ROLLOUT_STATE] = array_record(rollout.arrays())
     context.state[ROLLOUT_META] = ConfigRecord({"server-round": server_round})
+    rollout.episode_returns = reported_returns(cfg, pid, rollout.episode_returns)
     return rollout_reply(message, pid, rollout, time.perf_counter() - start)
+
+
+def _index(message: Message, key: str, bound: int) -> int:
+    """A whole number in [0, bound) from the instruction's config, or a ValueError that names it."""
+    value = message.content.config_records[CONFIG].get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() \
+            or not 0 <= value < bound:
+        raise ValueError(f"{message.metadata.message_type}: config {key!r} = {value!r}; allowed: an integer in "
+                         f"[0, {bound})")
+    return int(value)
 
 
 def handle_gradient(message: Message, context: Context) -> Message:
     """Backpropagate the PPO loss of one minibatch of the stored rollout at the server's parameters."""
     start = time.perf_counter()
     cfg, pid, model, device = _setup(message, context)
-    conf = message.content.config_records[CONFIG]
-    server_round, epoch, minibatch = int(conf["server-round"]), int(conf["epoch"]), int(conf["minibatch"])
+    server_round = _index(message, "server-round", 2**31)
+    epoch, minibatch = _index(message, "epoch", cfg.update_epochs), _index(message, "minibatch", cfg.num_minibatches)
     arrays = _stored_rollout(context, server_round)
     idx = minibatch_indices(len(arrays["obs"]), cfg.num_minibatches, epoch_rng(cfg.seed, pid, server_round, epoch))[minibatch]
     model.zero_grad(set_to_none=True)
     loss, parts = ppo_loss(model, Minibatch.take(arrays, idx, device), cfg)
     loss.backward()
     grads = {name: p.grad.detach().cpu().numpy() for name, p in model.named_parameters()}
-    return update_reply(message, GRADS, {k: grads[k] for k in model.state_dict()}, pid, len(idx), parts,
+    sent = corrupt(cfg, pid, {k: grads[k] for k in model.state_dict()}, [server_round, epoch, minibatch])
+    return update_reply(message, GRADS, sent, pid, len(idx), reported_parts(cfg, pid, parts),
                         time.perf_counter() - start)
 
 
@@ -131,14 +145,17 @@ def handle_local(message: Message, context: Context) -> Message:
     """FedAvg/FedProx: run the round's PPO epochs locally from the global parameters."""
     start = time.perf_counter()
     cfg, pid, model, device = _setup(message, context)
-    server_round = int(message.content.config_records[CONFIG]["server-round"])
+    server_round = _index(message, "server-round", 2**31)
     arrays = _stored_rollout(context, server_round)
+    received = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
     anchor = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.client_lr, eps=1e-5)
     rngs = [epoch_rng(cfg.seed, pid, server_round, epoch) for epoch in range(cfg.update_epochs)]
     parts = train_epochs(model, optimizer, arrays, cfg, rngs, device, anchor)
-    params = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    return update_reply(message, MODEL, params, pid, len(arrays["obs"]), parts, time.perf_counter() - start)
+    params = corrupt(cfg, pid, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
+                     [server_round], center=received)
+    return update_reply(message, MODEL, params, pid, len(arrays["obs"]), reported_parts(cfg, pid, parts),
+                        time.perf_counter() - start)
 
 
 

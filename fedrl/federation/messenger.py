@@ -8,6 +8,7 @@ import time
 from flwr.app import Message
 from flwr.serverapp import Grid
 
+from fedrl.federation.identity import Identities
 from fedrl.federation.protocol import ROLLOUT
 from fedrl.transport.exchange import POLL_MAX_S, ROLLOUT_POLL_MAX_S, exchange
 from fedrl.transport.waits import ExpectedWait
@@ -21,7 +22,7 @@ class Messenger:
     def __init__(self, grid: Grid, reply_timeout: float) -> None:
         self.grid = grid
         self.reply_timeout = reply_timeout
-        self.partition_of: dict[int, int] = {}
+        self.identities = Identities()
         # Reply times differ by kind (a rollout takes seconds, a gradient milliseconds).
         self.reply_waits: dict[str, ExpectedWait] = {}
 
@@ -31,19 +32,20 @@ class Messenger:
         while True:
             nodes = sorted(self.grid.get_node_ids())
             if nodes:
+                self.identities.connected(nodes)
                 return nodes
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no SuperNode connected within {timeout_s:.0f} s")
             time.sleep(0.5)
 
-    def learn(self, node_id: int, partition_id: int) -> None:
-        """``node_id`` serves ``partition_id`` (from its valid rollout reply); log lines name it so."""
-        self.partition_of[node_id] = partition_id
+    @property
+    def partition_of(self) -> dict[int, int]:
+        """node -> the partition it holds (bound by its first valid reply)."""
+        return self.identities.partition_of
 
     def who(self, node_id: int) -> str:
-        """"partition P" for a node whose partition is known, else "node N"."""
-        pid = self.partition_of.get(node_id)
-        return f"partition {pid}" if pid is not None else f"node {node_id}"
+        """"partition P (node N)" for a node whose partition is known, else "node N"."""
+        return self.identities.who(node_id)
 
     def send(self, messages: list[Message], where: str) -> tuple[list[Message], list[str], float]:
         """One exchange; returns the replies, who missed ``reply-timeout`` (logged) and the seconds it took."""

@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from fedrl.rl.normalizer import RunningStats
+from fedrl.federation.identity import Identities
+from fedrl.rl.normalizer import STATS_LIMIT, RunningStats
 from fedrl.rl.ppo import LossParts, Rollout
 
 if TYPE_CHECKING:
@@ -65,6 +66,10 @@ BEHAVIOUR = "behaviour-logprobs"
 
 # The wire name of each LossParts field: snake_case in Python, kebab-case in a MetricRecord.
 LOSS_METRICS = {name: name.replace("_", "-") for name in LossParts._fields}
+
+
+# Far beyond any honest episode (and below where summing returns could overflow).
+RETURN_LIMIT = 1e12
 
 
 class InvalidReply(ValueError):
@@ -130,6 +135,7 @@ class JobResult:
 
 class _FromPartition(Protocol):
     partition_id: int
+    node_id: int
 
 
 Reply = TypeVar("Reply", bound=_FromPartition)
@@ -147,6 +153,14 @@ class Checked(Generic[Reply]):
     accepted: list[Reply] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     arrival: list[int] = field(default_factory=list)
+
+    def drop(self, reply: Reply, why: str, where: str) -> None:
+        """Reject an accepted reply after all (what it would do to the global state is not acceptable)."""
+        who = f"partition {reply.partition_id} (node {reply.node_id})"
+        log.warning("%s: rejected reply from %s: %s", where, who, why)
+        self.accepted.remove(reply)
+        self.arrival.remove(reply.partition_id)
+        self.rejected.append((who, why))
 
 
 def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
@@ -206,16 +220,19 @@ def stats_from_records(arrays: ArrayRecord | None, count: float, shape: tuple[in
     stats = RunningStats(float(count), parts["mean"].astype(np.float64), parts["m2"].astype(np.float64))
     if not stats.is_finite():
         raise InvalidReply(f"{name} are not finite / non-negative")
+    if not stats.is_plausible():
+        raise InvalidReply(f"{name} have a mean or standard deviation beyond ±{STATS_LIMIT:g}")
     return stats
 
 
-def describe(msg: Message) -> str:
-    """Who sent ``msg``, for log lines ("partition 3", or "node 123" if it did not say)."""
-    metrics = msg.content.metric_records.get(METRICS) if msg.has_content() else None
-    pid = metrics.get("partition-id") if metrics is not None else None
-    if isinstance(pid, int) and not isinstance(pid, bool):
-        return f"partition {pid}"
-    return f"node {msg.metadata.src_node_id}"
+def describe(msg: Message, identities: Identities | None = None) -> str:
+    """Who sent ``msg``, for log lines: its node, and the partition that node holds once it is known.
+
+    Never the partition the reply claims: a client that claims another's partition must
+    not get its victim blamed.
+    """
+    node = msg.metadata.src_node_id
+    return identities.who(node) if identities is not None else f"node {node}"
 
 
 def _content(msg: Message) -> RecordDict:
@@ -244,6 +261,28 @@ def _finite_metrics(msg: Message, required: tuple[str, ...]) -> dict[str, float]
     return out
 
 
+def _check_returns(returns: list) -> None:
+    for r in returns:
+        if not isinstance(r, (int, float)) or isinstance(r, bool) or not math.isfinite(r):
+            raise InvalidReply(f"'episode-returns' holds {r!r}, not a finite number")
+        if abs(r) > RETURN_LIMIT:
+            raise InvalidReply(f"'episode-returns' holds {r:g}, beyond ±{RETURN_LIMIT:g}")
+
+
+def _integer(metrics: Mapping[str, float], key: str, low: int = 0) -> int:
+    """A metric that must be a whole number >= ``low`` (a count or an id): no truncation of 0.9 to 0."""
+    value = metrics[key]
+    if not float(value).is_integer() or value < low:
+        raise InvalidReply(f"metric {key!r} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _count_matches(name: str, count: float, num_steps: int) -> None:
+    """Statistics of what a client saw this round must count exactly the steps it played."""
+    if count != num_steps:
+        raise InvalidReply(f"{name} count {count:g} does not match the {num_steps} steps played")
+
+
 def _optional_number(msg: Message, key: str) -> float:
     """A metric that may be missing or NaN (timings, explained variance): NaN then."""
     value = msg.content.metric_records[METRICS].get(key)
@@ -257,18 +296,18 @@ def parse_rollout_reply(msg: Message, obs_shape: tuple[int, ...]) -> RolloutResu
     returns = record.get("episode-returns")
     if not isinstance(returns, list) or len(returns) == 0:
         raise InvalidReply("'episode-returns' must be a non-empty list of finite numbers")
-    if not all(isinstance(r, (int, float)) and math.isfinite(r) for r in returns):
-        raise InvalidReply("'episode-returns' holds a non-finite value")
-    if len(returns) != int(metrics["episodes"]) or metrics["num-steps"] < 1:
-        raise InvalidReply(f"inconsistent counts: {len(returns)} returns for {metrics['episodes']} episodes, "
-                           f"{metrics['num-steps']} steps")
+    _check_returns(returns)
+    pid, num_steps = _integer(metrics, "partition-id"), _integer(metrics, "num-steps", 1)
+    if len(returns) != _integer(metrics, "episodes"):
+        raise InvalidReply(f"inconsistent counts: {len(returns)} returns for {metrics['episodes']} episodes")
+    _count_matches(OBS_STATS, metrics["obs-count"], num_steps)
+    _count_matches(RETURN_STATS, metrics["return-count"], num_steps)
     stats = stats_from_records(msg.content.array_records.get(OBS_STATS), metrics["obs-count"], obs_shape)
     return_stats = stats_from_records(msg.content.array_records.get(RETURN_STATS), metrics["return-count"], (1,),
                                       RETURN_STATS)
     explained = _optional_number(msg, "explained-variance")
     compute = _optional_number(msg, "compute-s")
-    return RolloutResult(int(metrics["partition-id"]), msg.metadata.src_node_id, [float(r) for r in returns],
-                         int(metrics["num-steps"]), stats, return_stats,
+    return RolloutResult(pid, msg.metadata.src_node_id, [float(r) for r in returns], num_steps, stats, return_stats,
                          explained if math.isfinite(explained) else float("nan"),
                          compute if math.isfinite(compute) else float("nan"))
 
@@ -276,13 +315,12 @@ def parse_rollout_reply(msg: Message, obs_shape: tuple[int, ...]) -> RolloutResu
 def parse_update_reply(msg: Message, record_name: str, reference: Mapping[str, tuple[int, ...]]) -> ClientUpdate:
     """Validate a ``train.gradient`` / ``train.local`` reply or raise :class:`InvalidReply`."""
     metrics = _finite_metrics(msg, ("partition-id", "num-examples", *LOSS_METRICS.values()))
-    if metrics["num-examples"] < 1:
-        raise InvalidReply(f"num-examples must be >= 1, got {metrics['num-examples']}")
+    pid, num_examples = _integer(metrics, "partition-id"), _integer(metrics, "num-examples", 1)
     arrays = unpack(msg.content.array_records.get(record_name), record_name, reference)
     compute = _optional_number(msg, "compute-s")
     parts = LossParts(*(metrics[wire] for wire in LOSS_METRICS.values()))
-    return ClientUpdate(int(metrics["partition-id"]), msg.metadata.src_node_id, arrays, parts,
-                        int(metrics["num-examples"]), compute if math.isfinite(compute) else float("nan"))
+    return ClientUpdate(pid, msg.metadata.src_node_id, arrays, parts, num_examples,
+                        compute if math.isfinite(compute) else float("nan"))
 
 
 def _job_common(msg: Message, expected_job: int, extra: tuple[str, ...], obs_shape: tuple[int, ...]
@@ -291,11 +329,14 @@ def _job_common(msg: Message, expected_job: int, extra: tuple[str, ...], obs_sha
     if metrics["job"] != expected_job:
         raise InvalidReply(f"reply names job {metrics['job']:g}, but this message was job {expected_job}")
     returns = msg.content.metric_records[METRICS].get("episode-returns", [])
-    if not isinstance(returns, list) or not all(isinstance(r, (int, float)) and math.isfinite(r) for r in returns):
+    if not isinstance(returns, list):
         raise InvalidReply("'episode-returns' must be a list of finite numbers")
-    if len(returns) != int(metrics["episodes"]) or metrics["num-steps"] < 1:
-        raise InvalidReply(f"inconsistent counts: {len(returns)} returns for {metrics['episodes']} episodes, "
-                           f"{metrics['num-steps']} steps")
+    _check_returns(returns)
+    _integer(metrics, "partition-id")
+    num_steps = _integer(metrics, "num-steps", 1)
+    if len(returns) != _integer(metrics, "episodes"):
+        raise InvalidReply(f"inconsistent counts: {len(returns)} returns for {metrics['episodes']} episodes")
+    _count_matches(OBS_STATS, metrics["obs-count"], num_steps)
     stats = stats_from_records(msg.content.array_records.get(OBS_STATS), metrics["obs-count"], obs_shape)
     compute = _optional_number(msg, "compute-s")
     return metrics, [float(r) for r in returns], stats, compute if math.isfinite(compute) else float("nan")
@@ -357,30 +398,44 @@ def job_reply(instruction_msg: Message, kind: str, partition_id: int, job: int, 
 
 
 def check_replies(replies: Iterable[Message], parse: Callable[[Message], Reply], where: str,
-                  partitions: Collection[int] | None = None) -> Checked[Reply]:
+                  identities: Identities, partitions: Collection[int] | None = None,
+                  check: Callable[[Reply], None] | None = None) -> Checked[Reply]:
     """The one check every reply goes through, whatever its kind.
 
-    ``parse`` validates one reply (:func:`parse_rollout_reply`, :func:`parse_update_reply`).
-    A reply that fails it, comes from a partition outside ``partitions`` (when given: the
-    partitions with a valid rollout this round) or repeats a partition already accepted is
-    dropped with a WARNING that names its sender and says why (``where`` says which exchange).
+    ``parse`` validates one reply (:func:`parse_rollout_reply`, :func:`parse_update_reply`),
+    ``identities`` that its node may claim its partition (and learns the claims of new
+    nodes), ``check`` (optional) anything the exchange knows to expect, e.g. its example
+    count. A reply that fails, comes from a partition outside ``partitions`` (when given:
+    the partitions with a valid rollout this round) or repeats a partition already accepted
+    is dropped with a WARNING that names its node and says why (``where`` says which
+    exchange). Raises :class:`~fedrl.federation.identity.PartitionConflict` when two new
+    nodes claim the same partition.
     """
     checked: Checked[Reply] = Checked()
-    seen: set[int] = set()
+    seen: dict[int, int] = {}
     for msg in replies:
         try:
             reply = parse(msg)
+            refused = identities.refusal(msg.metadata.src_node_id, reply.partition_id)
+            if refused:
+                raise InvalidReply(refused)
             if partitions is not None and reply.partition_id not in partitions:
                 raise InvalidReply("no valid rollout from this partition in this round")
             if reply.partition_id in seen:
-                raise InvalidReply("duplicate reply for this partition")
+                if seen[reply.partition_id] != reply.node_id:  # two unbound nodes: neither is known to be right
+                    identities.bind([(seen[reply.partition_id], reply.partition_id), (reply.node_id,
+                                                                                      reply.partition_id)])
+                raise InvalidReply(f"a second reply for partition {reply.partition_id} in this exchange")
+            if check is not None:
+                check(reply)
         except InvalidReply as exc:
-            who = describe(msg)
+            who = describe(msg, identities)
             log.warning("%s: rejected reply from %s: %s", where, who, exc)
             checked.rejected.append((who, str(exc)))
             continue
-        seen.add(reply.partition_id)
+        seen[reply.partition_id] = reply.node_id
         checked.accepted.append(reply)
+    identities.bind((r.node_id, r.partition_id) for r in checked.accepted)
     checked.arrival = [r.partition_id for r in checked.accepted]
     checked.accepted.sort(key=lambda r: r.partition_id)
     return checked

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from fedrl.config import FedRLConfig
+from fedrl.config import ConfigError, FedRLConfig
+from fedrl.federation.aggregation import Aggregate
 from fedrl.federation.protocol import Checked, ClientUpdate, RolloutResult
 from fedrl.rl.checkpoint import save_policy
 from fedrl.rl.global_model import GlobalModel
@@ -30,7 +31,7 @@ log = logging.getLogger("fedrl")
 
 ROUND_COLUMNS = ("round", "env_steps", "episodic_return_mean", "episodic_return_std", "episodes", "loss_mean",
                  "policy_loss_mean", "value_loss_mean", "entropy_mean", "approx_kl_mean", "clipfrac_mean",
-                 "explained_variance", "clients", "rejected_replies", "timed_out", "skipped_steps", "rollout_ms",
+                 "explained_variance", "clients", "rejected_replies", "screened_replies", "timed_out", "skipped_steps", "rollout_ms",
                  "rollout_compute_ms", "exchanges", "exchange_ms_mean", "client_compute_ms_mean", "sps", "wall_time_s",
                  "sim_time")
 CLIENT_COLUMNS = ("round", "exchange", "partition_id", "episodic_return", "loss", "num_steps", "weight")
@@ -62,6 +63,7 @@ class RoundRecord:
     arrival: list[int] = field(default_factory=list)
     losses: list[LossParts] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    screened: list[tuple[str, str]] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
     skipped: int = 0
     client_rows: list[dict] = field(default_factory=list)
@@ -87,26 +89,26 @@ class RoundRecord:
                                      "episodic_return": r.episodic_return, "loss": "", "num_steps": r.num_steps,
                                      "weight": ""})
 
-    def note_exchange(self, exchange_no: int, checked: Checked[ClientUpdate], weights: np.ndarray,
-                      rewards: list[float], seconds: float) -> None:
-        """One update exchange: its replies, the weight each got and how long it took."""
+    def note_exchange(self, exchange_no: int, checked: Checked[ClientUpdate], agg: Aggregate, seconds: float) -> None:
+        """One update exchange: its replies, those the rule left out, the weight each got and how long it took."""
         self.exchange_s.append(seconds)
         self.rejected += checked.rejected
+        self.screened += agg.screened
         # Clients compute in parallel, so the exchange waits for the slowest one.
         times = [u.compute_s for u in checked.accepted if np.isfinite(u.compute_s)]
         if times:
             self.compute_s.append(max(times))
-        for update, weight, reward in zip(checked.accepted, weights, rewards):
+        for update, weight, reward in zip(agg.updates, agg.weights, agg.rewards):
             self.losses.append(update.parts)
             self.client_rows.append({"round": self.server_round, "exchange": exchange_no,
                                      "partition_id": update.partition_id, "episodic_return": reward,
                                      "loss": update.loss, "num_steps": update.num_examples, "weight": float(weight)})
         log.debug("round %d exchange %d weights %s", self.server_round, exchange_no,
-                  {u.partition_id: round(float(w), 6) for u, w in zip(checked.accepted, weights)})
+                  {u.partition_id: round(float(w), 6) for u, w in zip(agg.updates, agg.weights)})
 
     def failed(self) -> list[str]:
-        """Senders of rejected replies, each once, in order."""
-        return list(dict.fromkeys(who for who, _ in self.rejected))
+        """Senders of rejected or left-out replies, each once, in order."""
+        return list(dict.fromkeys(who for who, _ in self.rejected + self.screened))
 
 
 class Recorder:
@@ -129,7 +131,10 @@ class Recorder:
         while path.exists():  # never overwrite an earlier run's results
             n += 1
             path = base.with_name(f"{base.name}-{n}")
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise ConfigError("outdir", cfg.outdir, f"a directory that can be created and written ({exc})") from exc
         self.path = path
         config = {"config": cfg.to_run_config(), "run_id": run_id, "versions": versions(), "machine": machine(),
                   **(extra or {})}
@@ -196,6 +201,7 @@ class Recorder:
             "explained_variance": _mean(explained),
             "clients": len(record.rollouts),
             "rejected_replies": len(record.rejected),
+            "screened_replies": len(record.screened),
             "timed_out": len(record.timed_out),
             "skipped_steps": record.skipped,
             "rollout_ms": 1e3 * record.rollout_s,

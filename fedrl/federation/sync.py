@@ -16,7 +16,8 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from fedrl.config import FedRLConfig
-from fedrl.federation.aggregation import Aggregate, Aggregator
+from fedrl.federation.aggregation import Aggregate, Aggregator, Exchange
+from fedrl.federation.identity import Identities
 from fedrl.federation.clock import CostModel
 from fedrl.federation.evaluations import Evaluations
 from fedrl.federation.messenger import Messenger
@@ -27,6 +28,8 @@ from fedrl.federation.protocol import (
     OBS_STATS,
     RETURN_STATS,
     ROLLOUT,
+    ClientUpdate,
+    InvalidReply,
     RolloutResult,
     check_replies,
     instruction,
@@ -64,12 +67,14 @@ class RolloutPhase:
     def aggregate(self, server_round: int, replies: list[Message], record: RoundRecord, seconds: float,
                   messenger: Messenger) -> list[RolloutResult]:
         """The valid rollouts, sorted by partition; their statistics are merged in that order."""
-        checked = check_replies(replies, lambda m: parse_rollout_reply(m, self.state.obs_shape),
-                                f"round {server_round} rollout")
+        where = f"round {server_round} rollout"
+        checked = check_replies(replies, lambda m: parse_rollout_reply(m, self.state.obs_shape), where,
+                                messenger.identities)
+        for result in list(checked.accepted):
+            if not self.state.merge_stats(result.obs_stats, result.return_stats):
+                checked.drop(result, "its statistics would make the global statistics non-finite or implausible",
+                             where)
         record.note_rollout(checked, seconds)
-        for result in checked.accepted:
-            messenger.learn(result.node_id, result.partition_id)
-            self.state.merge_stats(result.obs_stats, result.return_stats)
         return checked.accepted
 
 
@@ -99,15 +104,30 @@ class UpdatePhase:
         nodes = sorted(r.node_id for r in rollouts)
         return instructions(content, nodes, self.message_type, server_round, self.cfg.reply_timeout)
 
-    def aggregate(self, server_round: int, exchange_no: int, replies: list[Message], rollouts: list[RolloutResult],
-                  record: RoundRecord, seconds: float) -> None:
+    def aggregate(self, server_round: int, exchange_no: int, settings: dict[str, Any], replies: list[Message],
+                  rollouts: list[RolloutResult], record: RoundRecord, seconds: float, identities: Identities) -> None:
         """Combine the valid replies and step the global model (or skip the step, counted and logged)."""
         rewards = {r.partition_id: r.episodic_return for r in rollouts}
+        steps = {r.partition_id: r.num_steps for r in rollouts}
+
+        def examples(update: ClientUpdate) -> None:
+            # A minibatch of np.array_split(range(steps), num-minibatches), or the whole rollout.
+            n = steps[update.partition_id]
+            if "minibatch" in settings:
+                n = n // self.cfg.num_minibatches + (settings["minibatch"] < n % self.cfg.num_minibatches)
+            if update.num_examples != n:
+                raise InvalidReply(f"num-examples {update.num_examples} is not the {n} steps this exchange covers")
+
         checked = check_replies(replies, lambda m: parse_update_reply(m, self.aggregator.reply_record,
                                                                       self.state.layout),
-                                f"round {server_round} exchange {exchange_no}", partitions=rewards)
-        agg = self.aggregator.aggregate(checked.accepted, self.state.layout, rewards)
-        record.note_exchange(exchange_no, checked, agg.weights, agg.rewards, seconds)
+                                f"round {server_round} exchange {exchange_no}", identities, partitions=rewards,
+                                check=examples)
+        parameters = self.aggregator.reply_record != GRADS
+        context = Exchange(episodes={r.partition_id: len(r.episode_returns) for r in rollouts},
+                           center=self.state.numpy_state() if parameters else None,
+                           acceptable=self.state.accepts_parameters if parameters else None)
+        agg = self.aggregator.aggregate(checked.accepted, self.state.layout, rewards, context)
+        record.note_exchange(exchange_no, checked, agg, seconds)
         if not self._enough(agg, server_round, exchange_no) or not self._apply(agg):
             record.skipped += 1
 
@@ -173,7 +193,8 @@ class SyncScheduler:
             messages = self.update.configure(server_round, settings, rollouts)
             replies, missed, seconds = self.messenger.send(messages, f"round {server_round} {self.update.message_type}")
             record.note_timeouts(missed)
-            self.update.aggregate(server_round, exchange_no, replies, rollouts, record, seconds)
+            self.update.aggregate(server_round, exchange_no, settings, replies, rollouts, record, seconds,
+                                  self.messenger.identities)
             self._charge(sorted({r.partition_id for r in rollouts}))
         record.sim_time = self.sim_time
         row = self.recorder.end_round(record, self.state)

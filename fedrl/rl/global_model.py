@@ -10,7 +10,7 @@ import torch
 from fedrl.config import FedRLConfig
 from fedrl.rl.envs import env_spaces
 from fedrl.rl.model import ActorCritic, build_model, count_parameters
-from fedrl.rl.normalizer import RunningStats
+from fedrl.rl.normalizer import CLIP_OBS, RunningStats
 
 log = logging.getLogger("fedrl")
 
@@ -44,12 +44,18 @@ class GlobalModel:
         """The parameters as numpy arrays, in ``state_dict`` order: what is sent to the clients."""
         return {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
 
-    def merge_stats(self, obs_stats: RunningStats, return_stats: RunningStats) -> None:
-        """Pool one client's statistics into the global ones (each only if its normalisation is on)."""
-        if self.cfg.normalize_obs:
-            self.obs_stats = self.obs_stats.merge(obs_stats)
-        if self.cfg.normalize_reward:
-            self.return_stats = self.return_stats.merge(return_stats)
+    def merge_stats(self, obs_stats: RunningStats, return_stats: RunningStats) -> bool:
+        """Pool one client's statistics into the global ones (each only if its normalisation is on).
+
+        False, and nothing changes, when the pooled statistics would not be finite or plausible.
+        """
+        obs = self.obs_stats.merge(obs_stats) if self.cfg.normalize_obs else self.obs_stats
+        ret = self.return_stats.merge(return_stats) if self.cfg.normalize_reward else self.return_stats
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not (obs.is_plausible() and ret.is_plausible()):
+                return False
+        self.obs_stats, self.return_stats = obs, ret
+        return True
 
     def apply_gradient(self, grads: dict[str, np.ndarray]) -> bool:
         """Set ``.grad``, clip the global norm and step the optimizer; False if the step was skipped."""
@@ -57,17 +63,56 @@ class GlobalModel:
             param.grad = torch.as_tensor(grads[name], device=self.device).clone()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         if not torch.isfinite(norm):
-            log.warning("skipped an optimizer step: combined gradient norm is %s", float(norm))
-            self.optimizer.zero_grad(set_to_none=True)
-            return False
+            # Finite float32 values whose norm overflows float32: clip in float64 instead.
+            total = float(np.sqrt(sum(np.sum(np.square(grads[n].astype(np.float64)))
+                                      for n, _ in self.model.named_parameters())))
+            if not np.isfinite(total):
+                log.warning("skipped an optimizer step: combined gradient norm is %s", total)
+                self.optimizer.zero_grad(set_to_none=True)
+                return False
+            scale = min(1.0, self.cfg.max_grad_norm / (total + 1e-6))
+            for name, param in self.model.named_parameters():
+                param.grad = torch.as_tensor((grads[name].astype(np.float64) * scale).astype(np.float32),
+                                             device=self.device)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return True
 
-    def set_parameters(self, params: dict[str, np.ndarray]) -> bool:
-        """Load averaged parameters (FedAvg/FedProx); False (and unchanged) if any is non-finite."""
+    @torch.no_grad()
+    def accepts_parameters(self, params: dict[str, np.ndarray]) -> bool:
+        """Whether ``params`` give a usable policy: finite, and finite outputs whose squares are too.
+
+        The probe inputs are the normalised observations' extremes (±10) and zero, so a
+        parameter that is finite but huge (3e38) shows in the outputs it would give.
+        """
         if not all(np.all(np.isfinite(v)) for v in params.values()):
-            log.warning("skipped a parameter update: averaged parameters are not finite")
+            return False
+        probe = build_model(*env_spaces(self.cfg.env_id), self.cfg.model_size, self.cfg.log_std_init)
+        probe.load_state_dict({k: torch.as_tensor(v) for k, v in params.items()})
+        obs = torch.stack([torch.zeros(self.obs_shape), torch.full(self.obs_shape, CLIP_OBS),
+                           torch.full(self.obs_shape, -CLIP_OBS)])
+        dist = probe.distribution(obs)
+        outputs = [probe.value(obs), *(p for p in (getattr(dist, "logits", None), getattr(dist, "mean", None),
+                                                   getattr(dist, "stddev", None)) if p is not None)]
+        return all(bool(torch.isfinite(o.double() ** 2).all()) for o in outputs)
+
+    def set_parameters(self, params: dict[str, np.ndarray]) -> bool:
+        """Load averaged parameters (FedAvg/FedProx); False (and unchanged) if :meth:`accepts_parameters` refuses them."""
+        if not self.accepts_parameters(params):
+            log.warning("skipped a parameter update: the averaged parameters are not finite or give non-finite outputs")
             return False
         self.model.load_state_dict({k: torch.as_tensor(v, device=self.device) for k, v in params.items()})
         return True
+
+    def state(self) -> dict:
+        """Everything a resumed run needs of the server's learner (tensors and plain values only)."""
+        return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "obs_stats": self.obs_stats.to_tensors(), "return_stats": self.return_stats.to_tensors()}
+
+    def load_state(self, state: dict) -> None:
+        """Restore :meth:`state`."""
+        self.model.load_state_dict({k: v.to(self.device) for k, v in state["model"].items()})
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.obs_stats = RunningStats.from_dict(state["obs_stats"])
+        self.return_stats = RunningStats.from_dict(state["return_stats"])

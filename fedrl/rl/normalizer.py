@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 CLIP_OBS = 10.0
 EPS = 1e-8
+# No honest env observes (or returns) values beyond this; it keeps every merge far from overflow.
+STATS_LIMIT = 1e8
 
 
 @dataclass
@@ -69,11 +72,23 @@ class RunningStats:
         return bool(np.isfinite(self.count) and self.count >= 0 and np.all(np.isfinite(self.mean))
                     and np.all(np.isfinite(self.m2)) and np.all(self.m2 >= 0))
 
+    def is_plausible(self) -> bool:
+        """Finite, and mean and standard deviation within ±:data:`STATS_LIMIT`."""
+        return self.is_finite() and bool(np.all(np.abs(self.mean) <= STATS_LIMIT)
+                                         and np.all(self.var <= STATS_LIMIT**2))
+
     def to_dict(self) -> dict[str, np.ndarray | float]:
         """Plain values for saving in a checkpoint."""
         return {"count": self.count, "mean": self.mean.copy(), "m2": self.m2.copy()}
 
+    def to_tensors(self) -> dict[str, float | torch.Tensor]:
+        """:meth:`to_dict` with float64 tensors, which ``torch.load(weights_only=True)`` reads."""
+        return {"count": float(self.count), "mean": torch.from_numpy(self.mean.copy()),
+                "m2": torch.from_numpy(self.m2.copy())}
+
     @classmethod
     def from_dict(cls, d: dict) -> RunningStats:
-        """Inverse of :meth:`to_dict`."""
-        return cls(float(d["count"]), np.asarray(d["mean"], np.float64), np.asarray(d["m2"], np.float64))
+        """Inverse of :meth:`to_dict` and :meth:`to_tensors`."""
+        def array(x: object) -> np.ndarray:
+            return x.numpy().astype(np.float64) if isinstance(x, torch.Tensor) else np.asarray(x, np.float64)
+        return cls(float(d["count"]), array(d["mean"]), array(d["m2"]))

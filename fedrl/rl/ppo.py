@@ -157,7 +157,8 @@ class Trajectory:
 
 @torch.no_grad()
 def play(model: ActorCritic, stats: RunningStats, envs: gym.vector.VectorEnv, cfg: FedRLConfig, seed: int,
-         device: torch.device, return_stats: RunningStats | None = None, steps: int | None = None) -> Trajectory:
+         device: torch.device, return_stats: RunningStats | None = None, steps: int | None = None,
+         random_actions: bool = False) -> Trajectory:
     """Reset the envs with ``seed`` and act with ``model`` until the rollout is long enough.
 
     With ``steps`` it plays exactly that many env steps (rounded up to whole vector
@@ -166,7 +167,9 @@ def play(model: ActorCritic, stats: RunningStats, envs: gym.vector.VectorEnv, cf
     paper's workers gather "two episodes or 2000 timesteps, whichever happens last".
     Truncated episodes (time limits) are bootstrapped with the value of their final
     observation. With ``return_stats`` rewards are divided by the discounted return's
-    standard deviation and clipped to ±10, as SB3's VecNormalize does.
+    standard deviation and clipped to ±10, as SB3's VecNormalize does. ``random_actions``
+    (a Byzantine client in experiments) acts uniformly at random and records the policy's
+    log-probabilities of those actions.
     """
     num_envs = envs.num_envs
     # Action sampling draws from torch's global generator; seeding it here makes a
@@ -199,6 +202,9 @@ def play(model: ActorCritic, stats: RunningStats, envs: gym.vector.VectorEnv, cf
     while more():
         obs = stats.normalize(obs_raw)
         action, logprob, value = model.act(torch.as_tensor(obs, device=device))
+        if random_actions:
+            action = torch.as_tensor(envs.action_space.sample(), device=device)
+            logprob, _, value = model.evaluate_actions(torch.as_tensor(obs, device=device), action)
         action_np = action.cpu().numpy()
         env_action = np.clip(action_np, action_space.low, action_space.high) if continuous else action_np
         next_obs, reward, terminated, truncated, info = envs.step(env_action)
@@ -250,12 +256,12 @@ def play(model: ActorCritic, stats: RunningStats, envs: gym.vector.VectorEnv, cf
 
 def collect_rollout(model: ActorCritic, stats: RunningStats, envs: gym.vector.VectorEnv, cfg: FedRLConfig,
                     seed: int, device: torch.device, return_stats: RunningStats | None = None,
-                    steps: int | None = None) -> Rollout:
+                    steps: int | None = None, random_actions: bool = False) -> Rollout:
     """:func:`play`, then GAE; the rollout carries the statistics of the observations and returns it saw.
 
     The unfinished tail is bootstrapped through GAE; the episode returns reported stay raw.
     """
-    traj = play(model, stats, envs, cfg, seed, device, return_stats, steps)
+    traj = play(model, stats, envs, cfg, seed, device, return_stats, steps, random_actions)
     advantages, returns = compute_gae(traj.bootstrap_rewards, traj.values, traj.dones, traj.last_value, cfg.gamma,
                                       cfg.gae_lambda)
 

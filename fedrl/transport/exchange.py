@@ -7,12 +7,15 @@ first sleeping most of the usual reply time (:mod:`fedrl.transport.waits`).
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flwr.app import Message
 from flwr.serverapp import Grid
 
 from fedrl.transport.waits import ExpectedWait
+
+log = logging.getLogger("fedrl")
 
 POLL_START_S = 0.0005
 POLL_MAX_S = 0.002
@@ -49,9 +52,17 @@ def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S
         polls += 1
         got = list(grid.pull_messages(pending))
         for msg in got:
-            if msg.metadata.reply_to_message_id in pending:
-                pending.discard(msg.metadata.reply_to_message_id)
-                replies.append(msg)
+            msg_id = msg.metadata.reply_to_message_id
+            if msg_id not in pending:
+                continue
+            if msg.metadata.src_node_id != node_of[msg_id]:
+                # Flower's SuperLink stores a reply only from the node the instruction went to;
+                # anything else is not this exchange's reply, whatever it carries.
+                log.warning("dropped a reply from node %d to the instruction sent to node %d",
+                            msg.metadata.src_node_id, node_of[msg_id])
+                continue
+            pending.discard(msg_id)
+            replies.append(msg)
         if deadline is not None and time.monotonic() >= deadline:
             break
         if pending and not got:

@@ -63,7 +63,17 @@ def test_presets_are_valid():
         ("num-envs-per-client", 0, ">= 1"),
         ("server-lr", 0.0, "> 0"),
         ("gamma", 1.5, "[0, 1]"),
-        ("weight-floor-h", -1.0, ">= 0"),
+        ("weight-floor-h", -1.0, "0 (the number of replies) or a number >= 1"),
+        ("weight-floor-h", 1e-30, "0 (the number of replies) or a number >= 1"),
+        ("clip-coef", 0.0, "a number > 0"),
+        ("num-minibatches", 3000, "at most min-steps = 2000"),
+        ("grad-norm-screen", 0.5, "0 (off) or a number >= 1"),
+        ("robust-rule", "mean", "one of \"none\", \"median\""),
+        ("attack", "flip", "one of \"none\", \"sign-flip\""),
+        ("byzantine-clients", "0,x", "distinct partition ids >= 0"),
+        ("byzantine-clients", "1,1", "distinct partition ids >= 0"),
+        ("fedpg-delta", 1.0, "a number in (0, 1)"),
+        ("resume-from", "runs/x", "an absolute run directory"),
         ("mu", 0.1, "fedprox"),
         ("outdir", "runs", "absolute"),
         ("num-server-rounds", "3", "an integer"),
@@ -100,3 +110,27 @@ def test_fedprox_accepts_mu():
 @pytest.mark.parametrize("env_id", ["LunarLander-v3", "BipedalWalker-v3", "HalfCheetah-v5", "HumanoidStandup-v5"])
 def test_paper_environments_are_installed(env_id):
     assert FedRLConfig.from_run_config({"env-id": env_id}).env_id == env_id
+
+
+@pytest.mark.parametrize(("rc", "key", "fragment"), [
+    ({"attack": "scale"}, "byzantine-clients", 'at least one partition id when attack = "scale"'),
+    ({"byzantine-clients": "0"}, "attack", "when byzantine-clients is set"),
+    ({"robust-rule": "fedpg-br", "aggregator": "fedavg"}, "robust-rule", "a gradient aggregator"),
+    ({"robust-rule": "median", "aggregator": "a3c"}, "robust-rule", "synchronous aggregators only"),
+    ({"resume-from": "/tmp/x", "aggregator": "impala"}, "resume-from", "synchronous aggregators only"),
+])
+def test_settings_that_do_not_go_together_name_the_key(rc, key, fragment):
+    with pytest.raises(ConfigError) as info:
+        FedRLConfig.from_run_config(rc)
+    assert info.value.key == key and fragment in str(info.value)
+
+
+def test_an_outdir_that_cannot_be_created_is_a_config_error_on_the_server(tmp_path):
+    afile = tmp_path / "results.txt"
+    afile.write_text("not a directory")
+    for outdir, why in ((str(afile / "runs"), "is a file"), ("/proc/fedrl-runs", "is not writable")):
+        cfg = FedRLConfig.from_run_config({"outdir": outdir})  # clients never create it, so they accept it
+        with pytest.raises(ConfigError, match=why) as info:
+            cfg.check_outdir()
+        assert info.value.key == "outdir"
+    FedRLConfig.from_run_config({"outdir": str(tmp_path / "new" / "runs")}).check_outdir()

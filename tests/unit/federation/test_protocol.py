@@ -7,6 +7,7 @@ import pytest
 from conftest import arrays, error_reply, instruction, update_reply
 from flwr.app import Array, ArrayRecord, Message, RecordDict
 
+from fedrl.federation.identity import Identities, PartitionConflict
 from fedrl.federation.protocol import (
     GRADS,
     LOSS_METRICS,
@@ -88,9 +89,53 @@ BAD = {
 }
 
 
-def check(replies):
+def check(replies, identities=None):
     return check_replies(replies, lambda m: parse_update_reply(m, GRADS, REF), "round 1 exchange 1",
-                         partitions={0: 1.0, 1: 1.0})
+                         identities if identities is not None else Identities(), partitions={0: 1.0, 1: 1.0})
+
+
+def reply_from(node: int, claimed, grads_: dict[str, np.ndarray] | None = None) -> Message:
+    """A gradient reply from ``node`` that claims partition ``claimed``."""
+    return update_reply_of(instruction(node), GRADS, grads_ or grads(1.0), claimed, 10,
+                           LossParts(1.0, 0.1, 0.2, 0.6, 0.0, 0.0), 0.01)
+
+
+def test_first_valid_reply_binds_the_node_and_a_later_claim_of_another_partition_is_refused(caplog):
+    identities = Identities()
+    first = check([reply_from(100, 0), reply_from(101, 1)], identities)
+    assert [u.partition_id for u in first.accepted] == [0, 1]
+    assert identities.partition_of == {100: 0, 101: 1}
+    with caplog.at_level("WARNING", logger="fedrl"):
+        # Node 101 now claims partition 0; the honest node 100 is not blamed and its reply stays.
+        second = check([reply_from(101, 0, grads(50.0)), reply_from(100, 0)], identities)
+    assert [(u.partition_id, u.node_id) for u in second.accepted] == [(0, 100)]
+    assert second.rejected == [("partition 1 (node 101)", "node 101 claimed partition 0, but it holds partition 1")]
+    assert "rejected reply from partition 1 (node 101): node 101 claimed partition 0, but it holds partition 1" \
+        in caplog.text
+
+
+def test_a_new_node_that_claims_a_taken_partition_is_refused():
+    identities = Identities()
+    check([reply_from(100, 0)], identities)
+    later = check([reply_from(102, 0)], identities)
+    assert later.accepted == []
+    assert later.rejected == [("node 102", "node 102 claimed partition 0, which node 100 holds; node 102 holds none")]
+
+
+def test_two_new_nodes_with_the_same_partition_stop_the_run_naming_both():
+    with pytest.raises(PartitionConflict, match="nodes 100 and 103 both serve partition 1"):
+        check([reply_from(103, 1), reply_from(100, 1)])
+
+
+@pytest.mark.parametrize(("claimed", "match"), [(0.9, "'partition-id' must be an integer >= 0, got 0.9"),
+                                                (-1, "'partition-id' must be an integer >= 0, got -1"),
+                                                (7, "node 100 claimed partition 7, outside the run's partitions 0..1")])
+def test_non_integer_and_out_of_range_partition_ids_are_refused(claimed, match):
+    identities = Identities()
+    identities.connected([100, 101])
+    checked = check([reply_from(100, claimed)], identities)
+    assert checked.accepted == [] and match in checked.rejected[0][1]
+    assert identities.partition_of == {}
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from fedrl.config import FedRLConfig
+from fedrl.federation.aggregation import Aggregate
+from fedrl.federation.aggregation import Aggregate
 from fedrl.federation.protocol import Checked, ClientUpdate, RolloutResult
 from fedrl.federation.recorder import CLIENT_COLUMNS, ROUND_COLUMNS, Recorder
 from fedrl.rl.global_model import GlobalModel
@@ -33,8 +35,10 @@ def test_a_round_becomes_its_rows(tmp_path):
     record.note_rollout(Checked([rollout(0, [10.0, 20.0], 300, 0.5), rollout(1, [30.0], 200, float("nan"))],
                                 [("node 7", "duplicate reply for this partition")], arrival=[1, 0]), seconds=1.5)
     record.note_timeouts(["partition 2"])
-    record.note_exchange(1, Checked([update(0, 1.0, 0.2), update(1, 3.0, 0.4)], [("partition 1", "bad")]),
-                         np.array([0.75, 1.25]), [15.0, 30.0], seconds=0.02)
+    updates = [update(0, 1.0, 0.2), update(1, 3.0, 0.4), update(2, 99.0, 0.9)]
+    record.note_exchange(1, Checked(updates, [("partition 1", "bad")]),
+                         Aggregate(None, updates[:2], np.array([0.75, 1.25]), [15.0, 30.0],
+                                   [("partition 2 (node 102)", "norm above the screen")]), seconds=0.02)
     record.skipped += 1
     row = recorder.end_round(record, GlobalModel(cfg, torch.device("cpu")))
     recorder.close()
@@ -43,7 +47,9 @@ def test_a_round_becomes_its_rows(tmp_path):
     assert row["loss_mean"] == 2.0 and row["clipfrac_mean"] == pytest.approx(0.3)
     assert row["explained_variance"] == 0.5  # the client without one is left out of the mean
     assert row["rejected_replies"] == 2 and row["timed_out"] == 1 and row["skipped_steps"] == 1
-    assert row["rollout_compute_ms"] == 1500.0 and row["client_compute_ms_mean"] == 20.0
+    assert row["screened_replies"] == 1  # left out by the rule: counted, and its loss is not in loss_mean
+    # The exchange waited for every reply it checked, the left-out one too.
+    assert row["rollout_compute_ms"] == 1500.0 and row["client_compute_ms_mean"] == 30.0
     assert row["exchanges"] == 1 and math.isclose(row["exchange_ms_mean"], 20.0)
     with open(recorder.path / "rounds.csv", newline="") as f:
         rows = list(csv.DictReader(f))

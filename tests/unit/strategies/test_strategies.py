@@ -8,6 +8,7 @@ from conftest import update_reply
 
 from fedrl.config import AGGREGATORS as NAMES
 from fedrl.config import FedRLConfig
+from fedrl.federation.identity import Identities
 from fedrl.federation.protocol import check_replies, parse_update_reply
 from strategies.gradient import BaselineAvg, BaselineSum, LossWeighted, RewardWeighted
 from strategies.parameters import FedAvg
@@ -19,7 +20,7 @@ REF = {"w": (2,), "b": (1,)}
 def combine(aggregator, replies, rewards):
     """What a scheduler does with an exchange's replies: check them, then hand them to the rule."""
     checked = check_replies(replies, lambda m: parse_update_reply(m, aggregator.reply_record, REF), "test",
-                            partitions=rewards)
+                            Identities(), partitions=rewards)
     return aggregator.aggregate(checked.accepted, REF, rewards)
 
 

@@ -37,7 +37,8 @@ class _Grid:
         self.pulls.append(self.clock.now)
         ready = self.clock.now >= self.ready_at
         self.clock.now += self.clock.pull_s
-        return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)) for i in sorted(ids)] if ready else []
+        return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i, src_node_id=int(i[1:])))
+                for i in sorted(ids)] if ready else []
 
 
 def _messages():
