@@ -91,9 +91,10 @@ class GlobalModel:
         probe.load_state_dict({k: torch.as_tensor(v) for k, v in params.items()})
         obs = torch.stack([torch.zeros(self.obs_shape), torch.full(self.obs_shape, CLIP_OBS),
                            torch.full(self.obs_shape, -CLIP_OBS)])
-        dist = probe.distribution(obs)
-        outputs = [probe.value(obs), *(p for p in (getattr(dist, "logits", None), getattr(dist, "mean", None),
-                                                   getattr(dist, "stddev", None)) if p is not None)]
+        # The raw actor output: logits, or the Gaussian's mean (a Categorical's .mean is NaN by definition).
+        outputs = [probe.value(obs), probe.actor(obs)]
+        if not probe.discrete:
+            outputs.append(probe.actor_logstd.exp())
         return all(bool(torch.isfinite(o.double() ** 2).all()) for o in outputs)
 
     def set_parameters(self, params: dict[str, np.ndarray]) -> bool:
