@@ -31,10 +31,14 @@ def who(update: ClientUpdate) -> str:
 
 class NormScreen:
     """Drops a reply whose norm (gradient, or θ_i − θ for parameter rules) exceeds ``factor`` ×
-    the median of this exchange's norms and the last :data:`SCREEN_WINDOW` accepted ones.
+    the median of this exchange's norms and of the medians of the last :data:`SCREEN_WINDOW`
+    exchanges.
 
-    The accepted history lets it catch one outlier among two clients, where the median of
-    the exchange alone cannot; ``factor`` = 0 turns it off.
+    Every exchange's median joins the history, whatever was dropped, so the threshold follows
+    norms that grow as training goes (the value loss grows with the returns). The past medians
+    let it catch one outlier among two clients, where this exchange's median alone cannot.
+    A reply at or below this exchange's median is always kept, so at least half of them
+    are. ``factor`` = 0 turns it off.
     """
 
     def __init__(self, factor: float) -> None:
@@ -42,13 +46,14 @@ class NormScreen:
         self.history: deque[float] = deque(maxlen=SCREEN_WINDOW)
 
     def screen(self, norms: np.ndarray) -> tuple[np.ndarray, float]:
-        """(indices kept, the threshold), and the kept norms join the history."""
-        if self.factor <= 0 or len(norms) == 0:
-            return np.arange(len(norms)), float("inf")
+        """(indices kept, the threshold); this exchange's median joins the history."""
         finite = norms[np.isfinite(norms)]
+        if self.factor <= 0 or len(finite) == 0:
+            return np.arange(len(norms)), float("inf")
+        current = float(np.median(finite))
         threshold = self.factor * float(np.median(np.concatenate([finite, np.asarray(self.history)])))
-        kept = np.flatnonzero(norms <= threshold) if threshold > 0 else np.arange(len(norms))
-        self.history.extend(float(norms[i]) for i in kept)
+        kept = np.flatnonzero((norms <= threshold) | (norms <= current))
+        self.history.append(current)
         return kept, threshold
 
 
