@@ -24,7 +24,12 @@ app = ServerApp()
 
 def build_scheduler(cfg: FedRLConfig, grid: Grid, run_id: int | str, out: bool = True
                     ) -> SyncScheduler | AsyncScheduler:
-    """The scheduler for ``cfg``: asynchronous for A3C, IMPALA and the NIGT family, else synchronous."""
+    """The scheduler for ``cfg``: asynchronous for A3C, IMPALA and the NIGT family, else synchronous.
+
+    Torch's threads are set first: the initial model's orthogonal init goes through a QR
+    whose last bits depend on the thread count, and a resumed run must start from the same.
+    """
+    set_torch_threads()
     if cfg.is_async:
         return AsyncScheduler(cfg, grid, make_rule, run_id, out=out, extra={"patches": PATCHES})
     return SyncScheduler(cfg, grid, make_aggregator(cfg), run_id, out=out, extra={"patches": PATCHES})
@@ -55,7 +60,6 @@ def main(grid: Grid, context: Context) -> None:
         log.error("%s", exc)
         raise
     simpoll.set_max_wait(cfg.sim_poll_max_ms / 1000)
-    set_torch_threads()
     try:
         build_scheduler(cfg, grid, context.run_id).run()
     except ConfigError as exc:  # a value that only the connected nodes show to be wrong (a list of times)

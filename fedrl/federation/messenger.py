@@ -47,6 +47,15 @@ class Messenger:
         """"partition P (node N)" for a node whose partition is known, else "node N"."""
         return self.identities.who(node_id)
 
+    def waits(self) -> dict[str, list[float]]:
+        """The learned reply waits of each message kind (for a checkpoint)."""
+        return {kind: list(wait.waits) for kind, wait in self.reply_waits.items()}
+
+    def restore_waits(self, waits: dict[str, list[float]]) -> None:
+        """Restore :meth:`waits`."""
+        for kind, seconds in waits.items():
+            self.reply_waits.setdefault(kind, ExpectedWait()).waits.extend(float(x) for x in seconds)
+
     def send(self, messages: list[Message], where: str) -> tuple[list[Message], list[str], float]:
         """One exchange; returns the replies, who missed ``reply-timeout`` (logged) and the seconds it took."""
         kind = messages[0].metadata.message_type if messages else ""

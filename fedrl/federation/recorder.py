@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from fedrl.config import ConfigError, FedRLConfig
 from fedrl.federation.aggregation import Aggregate
 from fedrl.federation.protocol import Checked, ClientUpdate, RolloutResult
+from fedrl.federation.resume import truncate, write_resume_toml
 from fedrl.rl.checkpoint import save_policy
 from fedrl.rl.global_model import GlobalModel
 from fedrl.rl.ppo import LossParts
@@ -46,6 +48,10 @@ EVAL_COLUMNS = ("sim_time", "wall_time_s", "env_steps", "updates", "eval_return_
 def run_name(cfg: FedRLConfig, run_id: int | str) -> str:
     """``<env>_<aggregator>_seed<seed>_run<id>``: what a run directory is called."""
     return f"{cfg.env_id}_{cfg.aggregator}_seed{cfg.seed}_run{run_id}"
+
+
+def _number_row(row: dict[str, str]) -> dict[str, float]:
+    return {k: float(v) if v != "" else float("nan") for k, v in row.items()}
 
 
 def _mean(values: list[float]) -> float:
@@ -115,7 +121,7 @@ class Recorder:
     """Writes one run's files as the run goes (see the module docstring); ``out=False`` writes nothing."""
 
     def __init__(self, cfg: FedRLConfig, run_id: int | str, extra: dict[str, Any] | None = None,
-                 out: bool = True) -> None:
+                 out: bool = True, resume: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.history: list[dict] = []
         self.events: list[dict] = []
@@ -125,6 +131,11 @@ class Recorder:
         self.path: Path | None = None
         self._writers: dict[str, tuple[Any, csv.DictWriter]] = {}
         if not out:
+            return
+        tables = {"events": EVENT_COLUMNS} if cfg.is_async else {"rounds": ROUND_COLUMNS, "clients": CLIENT_COLUMNS}
+        tables = {**tables, "evals": EVAL_COLUMNS}
+        if resume is not None:
+            self._reopen(Path(os.path.expanduser(cfg.resume_from)), resume, tables)
             return
         base = cfg.outdir_path / run_name(cfg, run_id)
         path, n = base, 1
@@ -139,12 +150,38 @@ class Recorder:
         config = {"config": cfg.to_run_config(), "run_id": run_id, "versions": versions(), "machine": machine(),
                   **(extra or {})}
         (path / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
-        tables = {"events": EVENT_COLUMNS} if cfg.is_async else {"rounds": ROUND_COLUMNS, "clients": CLIENT_COLUMNS}
-        for name, columns in {**tables, "evals": EVAL_COLUMNS}.items():
+        if not cfg.is_async:
+            write_resume_toml(path, cfg)
+        for name, columns in tables.items():
             f = open(path / f"{name}.csv", "w", newline="")
             writer = csv.DictWriter(f, columns)
             writer.writeheader()
             self._writers[name] = (f, writer)
+
+    def _reopen(self, path: Path, resume: dict[str, Any], tables: dict[str, tuple[str, ...]]) -> None:
+        """Take up ``path`` at a checkpoint: cut each CSV back to the rows it covers, then append."""
+        self.path = path
+        for name, columns in tables.items():
+            truncate(path / f"{name}.csv", resume["csv_sizes"][name])
+            f = open(path / f"{name}.csv", "a", newline="")
+            self._writers[name] = (f, csv.DictWriter(f, columns))
+        with open(path / "rounds.csv", newline="") as f:
+            self.history = [_number_row(r) for r in csv.DictReader(f)]
+        with open(path / "evals.csv", newline="") as f:
+            self.evaluations = [_number_row(r) for r in csv.DictReader(f)]
+        self.env_steps = int(resume["env_steps"])
+        self._start = time.perf_counter() - float(resume["wall_time_s"])
+        config = json.loads((path / "config.json").read_text())
+        config.setdefault("resumed", []).append({"after_round": int(resume["round"]), "versions": versions(),
+                                                 "machine": machine()})
+        tmp = path / "config.json.tmp"
+        tmp.write_text(json.dumps(config, indent=2, default=str) + "\n")
+        tmp.replace(path / "config.json")
+        log.info("fedrl: resuming %s after round %d (%d env steps)", path, resume["round"], self.env_steps)
+
+    def csv_sizes(self) -> dict[str, int]:
+        """The byte length of each CSV written so far (every row is flushed as it is written)."""
+        return {name: f.tell() for name, (f, _) in self._writers.items()}
 
     def _write(self, table: str, rows: list[dict]) -> None:
         if table in self._writers:

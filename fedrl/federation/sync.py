@@ -9,7 +9,10 @@ progress line, ``model.pt``) goes through the :class:`~fedrl.federation.recorder
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Message
@@ -40,6 +43,7 @@ from fedrl.federation.protocol import (
     stats_to_records,
 )
 from fedrl.federation.recorder import Recorder, RoundRecord
+from fedrl.federation.resume import check_config, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fedrl.rl.global_model import GlobalModel
 from fedrl.runtime import resolve_device
 
@@ -155,10 +159,41 @@ class SyncScheduler:
         self.messenger = Messenger(grid, cfg.reply_timeout)
         self.rollout = RolloutPhase(cfg, self.state)
         self.update = UpdatePhase(cfg, self.state, aggregator)
-        self.recorder = Recorder(cfg, run_id, {"num_parameters": self.state.num_parameters, **(extra or {})}, out)
+        resume = self._resume_point() if out and cfg.resume_from else None
+        self.recorder = Recorder(cfg, run_id, {"num_parameters": self.state.num_parameters, **(extra or {})}, out,
+                                 resume=resume)
         self.evaluations = Evaluations(cfg, cfg.num_server_rounds, self.recorder)
         self.costs: CostModel | None = None
         self.sim_time = 0.0
+        self.done_rounds = 0
+        if resume is not None:
+            self._restore(resume)
+
+    def _resume_point(self) -> dict[str, Any]:
+        run_dir = Path(os.path.expanduser(self.cfg.resume_from))
+        checkpoint = load_checkpoint(run_dir)
+        check_config(self.cfg, json.loads((run_dir / "config.json").read_text())["config"], run_dir)
+        return checkpoint
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything the rest of the run depends on, after ``done_rounds`` rounds (see fedrl.federation.resume)."""
+        return {"round": self.done_rounds, "env_steps": self.recorder.env_steps,
+                "wall_time_s": self.recorder.wall_time(), "sim_time": self.sim_time, "global": self.state.state(),
+                "aggregator": self.update.aggregator.state(), "waits": self.messenger.waits(),
+                "next_eval": self.evaluations.next_at, "rng": rng_state(), "csv_sizes": self.recorder.csv_sizes()}
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.done_rounds = int(ckpt["round"])
+        self.sim_time = float(ckpt["sim_time"])
+        self.state.load_state(ckpt["global"])
+        self.update.aggregator.load_state(ckpt["aggregator"])
+        self.messenger.restore_waits(ckpt["waits"])
+        self.evaluations.next_at = float(ckpt["next_eval"])
+        set_rng_state(ckpt["rng"])
+
+    def _save_checkpoint(self) -> None:
+        if self.recorder.path is not None:
+            save_checkpoint(self.recorder.path, self.checkpoint())
 
     def _charge(self, partitions: list[int], steps: dict[int, int] | None = None) -> None:
         """The shared time axis: an exchange costs its slowest client's compute (a rollout) plus its κ."""
@@ -199,6 +234,8 @@ class SyncScheduler:
         record.sim_time = self.sim_time
         row = self.recorder.end_round(record, self.state)
         self._evaluate(server_round, record)
+        self.done_rounds = server_round
+        self._save_checkpoint()
         return row
 
     def _evaluate(self, server_round: int, record: RoundRecord | None) -> None:
@@ -212,8 +249,10 @@ class SyncScheduler:
         cfg, where = self.cfg, self.recorder.path or "(not saved)"
         log.info("fedrl: %s, aggregator %s, %d-parameter %s model, %d rounds; results -> %s",
                  cfg.env_id, cfg.aggregator, self.state.num_parameters, cfg.model_size, cfg.num_server_rounds, where)
-        self._evaluate(0, None)
-        for server_round in range(1, cfg.num_server_rounds + 1):
+        if self.done_rounds == 0:
+            self._evaluate(0, None)
+            self._save_checkpoint()
+        for server_round in range(self.done_rounds + 1, cfg.num_server_rounds + 1):
             self.run_round(server_round)
         self.recorder.close()
         if self.recorder.path:
