@@ -64,14 +64,14 @@ def run_cell(cell: Path, rc: dict, clients: int) -> dict:
         return json.loads(done.read_text())
     from client_app import app
     from fedrl.config import FedRLConfig
-    from fedrl.runtime import set_torch_threads
+    from fedrl.federation.resume import latest_resumable
     from fedrl.tools.local_grid import LocalGrid
     from server_app import build_scheduler
 
-    set_torch_threads()
     cell.mkdir(parents=True, exist_ok=True)
-    previous = sorted(p for p in cell.iterdir() if (p / "checkpoint.pt").exists())
-    rc = {**rc, "outdir": str(cell), "resume-from": str(previous[-1]) if previous else ""}
+    rc = {**rc, "outdir": str(cell)}
+    previous = latest_resumable(cell, FedRLConfig.from_run_config(rc))
+    rc["resume-from"] = str(previous) if previous else ""
     server = build_scheduler(FedRLConfig.from_run_config(rc), LocalGrid(app, clients, rc), run_id=0)
     server.run()
     assert server.recorder.path is not None

@@ -9,8 +9,9 @@ Every cell runs ``flwr run`` on one private simulation SuperLink with the env's 
 overrides, and writes into ``<runs-dir>/<env>/<variant>/<model-size>/seed<k>/``.
 A cell counts as complete once Flower reports the run ``finished:completed``, its
 ``rounds.csv`` has every round and ``cell.json`` is written (atomically); complete
-cells are skipped, so the sweep can be killed at any moment and started again. The
-output of an unfinished attempt is moved under ``<cell>/incomplete/``, never deleted.
+cells are skipped, so the sweep can be killed at any moment and started again. An
+unfinished cell is resumed from its run's last ``checkpoint.pt`` (same config); what
+cannot be resumed is moved under ``<cell>/incomplete/``, never deleted.
 ``rweighted-norm`` and ``lweighted-norm`` are the normalised-weights variants.
 With ``--archive experiments/results/cells`` the cells whose records the report has
 archived there (and that were committed) are skipped as well, so a sweep started on a
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from experiments.common import ROOT
 from fedrl.config import AGGREGATORS, MODEL_SIZES, ConfigError, FedRLConfig
+from fedrl.federation.resume import latest_resumable
 from fedrl.tools.launch import flwr_run, to_overrides
 from fedrl.tools.simulation import CONNECTION, simulation_superlink
 
@@ -130,12 +132,15 @@ def set_aside_incomplete(cell_dir: Path) -> None:
 def run_cell(cell: Cell, runs_dir: Path, overrides: dict, clients: int, env: dict) -> dict:
     """Run one cell to completion; returns what cell.json records."""
     cell_dir = runs_dir / cell.relpath
-    set_aside_incomplete(cell_dir)
-    cell_dir.mkdir(parents=True, exist_ok=True)
     config = {**cell.run_config(overrides), "outdir": str(cell_dir)}
     cfg = FedRLConfig.from_run_config(config)
+    previous = latest_resumable(cell_dir, cfg) if cell_dir.is_dir() else None
+    if previous is None:
+        set_aside_incomplete(cell_dir)
+    cell_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    run_id, status, results = flwr_run(str(ROOT), [to_overrides(config)],
+    resume = {"resume-from": str(previous)} if previous else {}
+    run_id, status, results = flwr_run(str(ROOT), [to_overrides({**config, **resume})],
                                        [f"num-supernodes={clients} client-resources-num-cpus=1"],
                                        CONNECTION, env, echo=False)
     info = {"status": status, "run_id": run_id, "rounds": cfg.num_server_rounds, "clients": clients,

@@ -74,11 +74,32 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     return ckpt
 
 
+def differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """"key = given (the run has saved)" for each key, :data:`MUTABLE` aside, where the configs differ."""
+    return [f"{k} = {given.get(k)!r} (the run has {v!r})" for k, v in saved.items()
+            if k not in MUTABLE and given.get(k) != v]
+
+
+def saved_config(run_dir: Path) -> dict[str, Any]:
+    """The run config recorded in ``run_dir/config.json``."""
+    return dict(json.loads((run_dir / "config.json").read_text())["config"])
+
+
+def latest_resumable(directory: Path, cfg: FedRLConfig) -> Path | None:
+    """The run directory under ``directory`` with the newest checkpoint of a run with ``cfg``'s config, if any."""
+    found = []
+    for ckpt in directory.glob(f"*/{CHECKPOINT}"):
+        try:
+            if not differences(saved_config(ckpt.parent), cfg.to_run_config()):
+                found.append((ckpt.stat().st_mtime, ckpt.parent))
+        except (OSError, ValueError, KeyError):
+            continue
+    return max(found)[1] if found else None
+
+
 def check_config(cfg: FedRLConfig, saved: dict[str, Any], run_dir: Path) -> None:
     """The run config of a resumed run must be the saved one, except for :data:`MUTABLE` keys."""
-    given = cfg.to_run_config()
-    differ = [f"{k} = {given.get(k)!r} (the run has {v!r})" for k, v in saved.items()
-              if k not in MUTABLE and given.get(k) != v]
+    differ = differences(saved, cfg.to_run_config())
     if differ:
         raise ConfigError("resume-from", str(run_dir),
                           f"a run config equal to the run's own, but {'; '.join(differ)}. Resume with "

@@ -9,7 +9,6 @@ progress line, ``model.pt``) goes through the :class:`~fedrl.federation.recorder
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -43,7 +42,14 @@ from fedrl.federation.protocol import (
     stats_to_records,
 )
 from fedrl.federation.recorder import Recorder, RoundRecord
-from fedrl.federation.resume import check_config, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fedrl.federation.resume import (
+    check_config,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    saved_config,
+    set_rng_state,
+)
 from fedrl.rl.global_model import GlobalModel
 from fedrl.runtime import resolve_device
 
@@ -166,24 +172,27 @@ class SyncScheduler:
         self.costs: CostModel | None = None
         self.sim_time = 0.0
         self.done_rounds = 0
+        self.resumed_nodes = 0
         if resume is not None:
             self._restore(resume)
 
     def _resume_point(self) -> dict[str, Any]:
         run_dir = Path(os.path.expanduser(self.cfg.resume_from))
         checkpoint = load_checkpoint(run_dir)
-        check_config(self.cfg, json.loads((run_dir / "config.json").read_text())["config"], run_dir)
+        check_config(self.cfg, saved_config(run_dir), run_dir)
         return checkpoint
 
     def checkpoint(self) -> dict[str, Any]:
         """Everything the rest of the run depends on, after ``done_rounds`` rounds (see fedrl.federation.resume)."""
-        return {"round": self.done_rounds, "env_steps": self.recorder.env_steps,
+        return {"round": self.done_rounds, "num_nodes": self.costs.num_partitions if self.costs else 0,
+                "env_steps": self.recorder.env_steps,
                 "wall_time_s": self.recorder.wall_time(), "sim_time": self.sim_time, "global": self.state.state(),
                 "aggregator": self.update.aggregator.state(), "waits": self.messenger.waits(),
                 "next_eval": self.evaluations.next_at, "rng": rng_state(), "csv_sizes": self.recorder.csv_sizes()}
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.done_rounds = int(ckpt["round"])
+        self.resumed_nodes = int(ckpt["num_nodes"])
         self.sim_time = float(ckpt["sim_time"])
         self.state.load_state(ckpt["global"])
         self.update.aggregator.load_state(ckpt["aggregator"])
@@ -210,6 +219,10 @@ class SyncScheduler:
             nodes = self.messenger.wait_for_nodes()
             if self.costs is None:
                 self.costs = CostModel(self.cfg, len(nodes), self.state.num_parameters)
+                if self.resumed_nodes and self.resumed_nodes != len(nodes):
+                    log.warning("round %d: %d nodes are connected, but the run was checkpointed with %d; the rest "
+                                "of the run will not match an uninterrupted one", server_round, len(nodes),
+                                self.resumed_nodes)
             messages = self.rollout.configure(server_round, nodes)
             replies, missed, seconds = self.messenger.send(messages, f"round {server_round} {ROLLOUT}")
             record.note_timeouts(missed)

@@ -124,15 +124,40 @@ def flwr_run(app_dir: str, run_config: list[str], federation_config: list[str], 
     return run_id, run_status(run_id, superlink, env, bindir), results
 
 
+def resume_run_config(parser: argparse.ArgumentParser, run_dir: Path, extra: list[str]) -> tuple[list[str], int]:
+    """``--resume``: the run's resume.toml first, then ``extra``; and how many clients the run had."""
+    from fedrl.federation.resume import CHECKPOINT, RESUME_TOML
+    from fedrl.rl.checkpoint import safe_load
+
+    run_dir = run_dir.expanduser().resolve()
+    for name in (RESUME_TOML, CHECKPOINT):
+        if not (run_dir / name).is_file():
+            parser.error(f"--resume {run_dir}: no {name} there; allowed: the directory of a synchronous fedrl run "
+                         "that finished at least its set-up")
+    try:
+        clients = int(safe_load(run_dir / CHECKPOINT).get("num_nodes", 0))
+    except ValueError as exc:
+        parser.error(f"--resume {run_dir}: {exc}")
+    return [str(run_dir / RESUME_TOML), *extra], clients
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="fedrl-run", description=__doc__.splitlines()[0])
     parser.add_argument("--app", default=".", help="the Flower app directory (default: .)")
-    parser.add_argument("--clients", type=int, default=4, help="simulated SuperNodes (default: 4)")
+    parser.add_argument("--clients", type=int, default=None,
+                        help="simulated SuperNodes (default: 4, or as many as the resumed run had)")
     parser.add_argument("--run-config", "-c", action="append", default=[],
                         help="overrides or a .toml preset, as for `flwr run` (strings quoted: 'aggregator=\"rweighted\"')")
     parser.add_argument("--superlink", default=None, help="a SuperLink connection from $FLWR_HOME/config.toml")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue a killed run from its last checkpoint, with its own config "
+                             "(RUN_DIR/resume.toml); --run-config may still change reply-timeout and the like")
     args = parser.parse_args(argv)
+    if args.resume is not None:
+        args.run_config, clients = resume_run_config(parser, Path(args.resume), args.run_config)
+        args.clients = args.clients or clients
+    args.clients = args.clients or 4
     if args.clients < 1:
         parser.error(f"--clients must be >= 1, got {args.clients}")
     if args.superlink is None and (pids := superlinks_installing_dependencies()):

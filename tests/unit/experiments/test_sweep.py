@@ -1,4 +1,4 @@
-"""The sweep skips complete cells, restarts unfinished ones and keeps their output."""
+"""The sweep skips complete cells, resumes or restarts unfinished ones and keeps their output."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ def fake_flwr_run(calls):
         outdir = Path(json.loads(overrides["outdir"]))
         rounds = int(overrides["num-server-rounds"])
         calls.append(outdir)
-        run_dir = outdir / f"run{len(calls)}"
-        run_dir.mkdir(parents=True)
+        resumed = json.loads(overrides.get("resume-from", '""'))
+        run_dir = Path(resumed) if resumed else outdir / f"run{len(calls)}"
+        run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "rounds.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["round", "env_steps", "episodic_return_mean"])
@@ -117,3 +118,23 @@ def test_cell_complete_with_another_config_stops_the_sweep(tmp_path, fake_engine
     assert sweep.main(["--runs-dir", str(tmp_path / "fresh"), *archive, *longer]) == 2
     assert sweep.main(["--runs-dir", str(tmp_path / "fresh"), *archive, *ARGS]) == 0
     assert len(fake_engine) == 4
+
+
+def test_an_unfinished_cell_with_a_checkpoint_is_resumed_not_restarted(tmp_path, fake_engine):
+    runs = tmp_path / "runs"
+    sweep.main(["--runs-dir", str(runs), *ARGS])
+    cell = runs / "CartPole-v1" / "baseline-sum" / "small" / "seed1"
+    (cell / "cell.json").unlink()
+    (run_dir,) = cell.glob("run*")
+    config = sweep.Cell("CartPole-v1", "baseline-sum", "small", 1).run_config({"num-server-rounds": 3})
+    full = sweep.FedRLConfig.from_run_config({**config, "outdir": str(cell)}).to_run_config()
+    (run_dir / "config.json").write_text(json.dumps({"config": full}))
+    (run_dir / "checkpoint.pt").write_bytes(b"x")
+    sweep.main(["--runs-dir", str(runs), *ARGS])
+    assert fake_engine[-1] == cell and not (cell / "incomplete").exists()
+    assert sweep.is_complete(cell) and json.loads((cell / "cell.json").read_text())["run_dir"] == run_dir.name
+    # A checkpoint of another config is not resumed: the cell starts again and the old run is kept aside.
+    (cell / "cell.json").unlink()
+    (run_dir / "config.json").write_text(json.dumps({"config": {**full, "seed": 9}}))
+    sweep.main(["--runs-dir", str(runs), *ARGS])
+    assert len(list((cell / "incomplete").glob("*/run*/checkpoint.pt"))) == 1
