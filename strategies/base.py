@@ -182,6 +182,10 @@ def share(values: np.ndarray) -> np.ndarray:
     """
     values = np.asarray(values, np.float64)
     total = values.sum()
+    if not np.isfinite(total) and np.all(np.isfinite(values)):
+        # Finite values whose sum overflows (a loss of 1e308): the same shares, computed at a smaller scale.
+        values = values / values.max()
+        total = values.sum()
     if total == 0.0:
         return np.full(len(values), 1.0 / len(values))
     return values / total

@@ -70,6 +70,8 @@ LOSS_METRICS = {name: name.replace("_", "-") for name in LossParts._fields}
 
 # Far beyond any honest episode (and below where summing returns could overflow).
 RETURN_LIMIT = 1e12
+# Counts and ids above this are not exact in float64, the type metrics travel as.
+INTEGER_LIMIT = 2**53
 
 
 class InvalidReply(ValueError):
@@ -228,11 +230,18 @@ def stats_from_records(arrays: ArrayRecord | None, count: float, shape: tuple[in
 def describe(msg: Message, identities: Identities | None = None) -> str:
     """Who sent ``msg``, for log lines: its node, and the partition that node holds once it is known.
 
-    Never the partition the reply claims: a client that claims another's partition must
-    not get its victim blamed.
+    A node that holds no partition yet is named with what its reply claims, marked as a
+    claim ("node 7 (claims partition 0)"): a partition is never named as the sender on a
+    reply's word, so a client that claims another's partition does not get its victim blamed.
     """
     node = msg.metadata.src_node_id
-    return identities.who(node) if identities is not None else f"node {node}"
+    if identities is not None and node in identities.partition_of:
+        return identities.who(node)
+    metrics = msg.content.metric_records.get(METRICS) if msg.has_content() else None
+    claimed = metrics.get("partition-id") if metrics is not None else None
+    if isinstance(claimed, (int, float)) and not isinstance(claimed, bool):
+        return f"node {node} (claims partition {claimed:g})"
+    return f"node {node}"
 
 
 def _content(msg: Message) -> RecordDict:
@@ -270,10 +279,10 @@ def _check_returns(returns: list) -> None:
 
 
 def _integer(metrics: Mapping[str, float], key: str, low: int = 0) -> int:
-    """A metric that must be a whole number >= ``low`` (a count or an id): no truncation of 0.9 to 0."""
+    """A metric that must be a whole number in [``low``, 2**53) (a count or an id): no truncation of 0.9 to 0."""
     value = metrics[key]
-    if not float(value).is_integer() or value < low:
-        raise InvalidReply(f"metric {key!r} must be an integer >= {low}, got {value!r}")
+    if not float(value).is_integer() or not low <= value < INTEGER_LIMIT:
+        raise InvalidReply(f"metric {key!r} must be an integer in [{low}, 2**53), got {value:g}")
     return int(value)
 
 

@@ -49,9 +49,9 @@ class GlobalModel:
 
         False, and nothing changes, when the pooled statistics would not be finite or plausible.
         """
-        obs = self.obs_stats.merge(obs_stats) if self.cfg.normalize_obs else self.obs_stats
-        ret = self.return_stats.merge(return_stats) if self.cfg.normalize_reward else self.return_stats
         with np.errstate(over="ignore", invalid="ignore"):
+            obs = self.obs_stats.merge(obs_stats) if self.cfg.normalize_obs else self.obs_stats
+            ret = self.return_stats.merge(return_stats) if self.cfg.normalize_reward else self.return_stats
             if not (obs.is_plausible() and ret.is_plausible()):
                 return False
         self.obs_stats, self.return_stats = obs, ret

@@ -108,3 +108,17 @@ def test_missing_partition_id_is_explained():
     ctx.node_config = {}
     with pytest.raises(KeyError, match="partition-id"):
         app(message("train.rollout", {"server-round": 1}, with_stats=True), ctx)
+
+
+@pytest.mark.parametrize(("config", "match"), [
+    ({"epoch": 0, "minibatch": 2}, r"'minibatch' = 2; allowed: an integer in \[0, 2\)"),
+    ({"epoch": 0, "minibatch": -1}, r"'minibatch' = -1; allowed: an integer in \[0, 2\)"),
+    ({"epoch": 0.5, "minibatch": 0}, r"'epoch' = 0.5; allowed: an integer in \[0, 1\)"),
+])
+def test_an_out_of_range_or_fractional_index_names_the_key_and_what_is_allowed(config, match):
+    from client_app import app
+
+    ctx = context(0, RUN_CONFIG)
+    do_rollout(ctx)
+    with pytest.raises(ValueError, match=match):
+        app(message("train.gradient", {"server-round": 1, **config}), ctx)

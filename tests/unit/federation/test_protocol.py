@@ -119,7 +119,8 @@ def test_a_new_node_that_claims_a_taken_partition_is_refused():
     check([reply_from(100, 0)], identities)
     later = check([reply_from(102, 0)], identities)
     assert later.accepted == []
-    assert later.rejected == [("node 102", "node 102 claimed partition 0, which node 100 holds; node 102 holds none")]
+    assert later.rejected == [("node 102 (claims partition 0)",
+                               "node 102 claimed partition 0, which node 100 holds; node 102 holds none")]
 
 
 def test_two_new_nodes_with_the_same_partition_stop_the_run_naming_both():
@@ -127,8 +128,9 @@ def test_two_new_nodes_with_the_same_partition_stop_the_run_naming_both():
         check([reply_from(103, 1), reply_from(100, 1)])
 
 
-@pytest.mark.parametrize(("claimed", "match"), [(0.9, "'partition-id' must be an integer >= 0, got 0.9"),
-                                                (-1, "'partition-id' must be an integer >= 0, got -1"),
+@pytest.mark.parametrize(("claimed", "match"), [(0.9, "'partition-id' must be an integer in [0, 2**53), got 0.9"),
+                                                (-1, "'partition-id' must be an integer in [0, 2**53), got -1"),
+                                                (2.0**60, "'partition-id' must be an integer in [0, 2**53)"),
                                                 (7, "node 100 claimed partition 7, outside the run's partitions 0..1")])
 def test_non_integer_and_out_of_range_partition_ids_are_refused(claimed, match):
     identities = Identities()
