@@ -12,7 +12,7 @@ its default, as a user gets it.
 A cell runs the real ServerApp scheduler and ClientApp in one process
 (:class:`fedrl.tools.local_grid.LocalGrid`), writes ``cell.json`` last and atomically, and
 is skipped when the sweep starts again; an unfinished cell is resumed from its last
-checkpoint. R̄_end is the mean return of the *honest* clients' rollouts over the last 10%
+checkpoint. A cell is locked while it runs, so two sweeps never run it at once. R̄_end is the mean return of the *honest* clients' rollouts over the last 10%
 of rounds, so a client that lies about its reward does not move it.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import json
 import multiprocessing
 import sys
@@ -57,10 +58,23 @@ def cell_config(env_id: str, attack: str, rule: str, seed: int, clients: int, by
     return rc
 
 
-def run_cell(cell: Path, rc: dict, clients: int) -> dict:
-    """Run one cell (resuming an unfinished one) and return its cell.json."""
+def run_cell(cell: Path, rc: dict, clients: int) -> dict | None:
+    """Run one cell (resuming an unfinished one) and return its cell.json; None if another sweep is running it."""
     done = cell / "cell.json"
     if done.exists():
+        return json.loads(done.read_text())
+    cell.mkdir(parents=True, exist_ok=True)
+    with open(cell / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        return _run_locked(cell, rc, clients)
+
+
+def _run_locked(cell: Path, rc: dict, clients: int) -> dict:
+    done = cell / "cell.json"
+    if done.exists():  # another sweep finished it since the check above
         return json.loads(done.read_text())
     from client_app import app
     from fedrl.config import FedRLConfig
@@ -68,7 +82,6 @@ def run_cell(cell: Path, rc: dict, clients: int) -> dict:
     from fedrl.tools.local_grid import LocalGrid
     from server_app import build_scheduler
 
-    cell.mkdir(parents=True, exist_ok=True)
     rc = {**rc, "outdir": str(cell)}
     previous = latest_resumable(cell, FedRLConfig.from_run_config(rc))
     rc["resume-from"] = str(previous) if previous else ""
@@ -101,7 +114,7 @@ def summarise(run_dir: Path, rc: dict) -> dict:
             "wall_time_s": float(rounds[-1]["wall_time_s"])}
 
 
-def _run(args: tuple[Path, dict, int]) -> dict:
+def _run(args: tuple[Path, dict, int]) -> dict | None:
     return run_cell(*args)
 
 
@@ -159,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     todo = cells(args.envs, args.attacks, args.rules, args.seeds, args.clients, args.byzantine, args.results)
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        for summary in pool.imap_unordered(_run, todo):
+        for (cell, _, _), summary in zip(todo, pool.imap(_run, todo)):
+            if summary is None:
+                print(f"{cell}: another sweep is running it; skipped", flush=True)
+                continue
             print(f"{summary['run_dir']}: R̄_end {summary['r_end']:.1f} left out {summary['left_out']} "
                   f"in {summary['wall_time_s']:.0f} s", flush=True)
     return 0
