@@ -161,6 +161,13 @@ class Recorder:
     def _reopen(self, path: Path, resume: dict[str, Any], tables: dict[str, tuple[str, ...]]) -> None:
         """Take up ``path`` at a checkpoint: cut each CSV back to the rows it covers, then append."""
         self.path = path
+        for name in tables:
+            csv_path, size = path / f"{name}.csv", resume["csv_sizes"][name]
+            have = csv_path.stat().st_size if csv_path.is_file() else -1
+            if have < size:
+                raise ConfigError("resume-from", str(path), f"a run directory whose {name}.csv holds at least the "
+                                  f"{size} bytes its checkpoint covers (it has {max(have, 0)}; was it edited or "
+                                  "replaced?)")
         for name, columns in tables.items():
             truncate(path / f"{name}.csv", resume["csv_sizes"][name])
             f = open(path / f"{name}.csv", "a", newline="")

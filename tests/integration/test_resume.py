@@ -172,3 +172,13 @@ def test_resume_refuses_a_directory_without_a_checkpoint_or_with_a_bad_one(tmp_p
     torch.save(ckpt, run_dir / CHECKPOINT)
     with pytest.raises(ConfigError, match="resume-from.*not finite"):
         run({**rc, "resume-from": str(run_dir)})
+
+
+def test_resume_refuses_a_csv_shorter_than_its_checkpoint_and_changes_nothing(tmp_path):
+    rc = {**RC, "num-server-rounds": 2, "outdir": str(tmp_path)}
+    run_dir = run(rc).recorder.path
+    (run_dir / "clients.csv").write_text("round\n")
+    rounds_before = (run_dir / "rounds.csv").read_text()
+    with pytest.raises(ConfigError, match="resume-from.*clients.csv holds at least"):
+        run({**rc, "resume-from": str(run_dir)})
+    assert (run_dir / "rounds.csv").read_text() == rounds_before
