@@ -18,7 +18,6 @@ model.pt match the reference.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import multiprocessing
 import os
@@ -97,7 +96,7 @@ def _child(rc: dict, clients: int, kill_at: str) -> int:
     return int(proc.exitcode or 0)
 
 
-def rows(path: Path, drop: set[str] = set()) -> list[dict[str, str]]:
+def rows(path: Path, drop: frozenset[str] = frozenset()) -> list[dict[str, str]]:
     """A CSV's rows, without the ``drop`` columns."""
     with open(path, newline="") as f:
         return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
@@ -123,8 +122,7 @@ def compare(reference: Path, resumed: Path, arrival_order: bool = False) -> tupl
 def superlink_kill(rc: dict, clients: int, tmp: Path) -> tuple[Path, Path, int]:
     """(uninterrupted run, killed-and-resumed run, rounds written when killed) on real SuperLinks."""
     from fedrl.tools.launch import flwr_run, to_overrides
-    from fedrl.tools.processes import descendants
-    from fedrl.tools.simulation import CONNECTION, simulation_superlink
+    from fedrl.tools.simulation import CONNECTION, kill_superlink, simulation_superlink
 
     federation = [f"num-supernodes={clients} client-resources-num-cpus=1"]
     with simulation_superlink(tmp / "a") as env:
@@ -139,12 +137,7 @@ def superlink_kill(rc: dict, clients: int, tmp: Path) -> tuple[Path, Path, int]:
         with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
             while not any(len(rows(p)) >= KILL_ROUND for p in outdir.glob("*/rounds.csv")):
                 time.sleep(0.05)
-            database = str(Path(env["FLWR_HOME"]) / "state.db").encode()
-            pids = [int(p.parent.name) for p in Path("/proc").glob("[0-9]*/cmdline")
-                    if _reads(p) and database in _reads(p)]
-            for pid in pids + descendants(pids):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_superlink(env)
             proc.wait()
     (run_dir,) = [p.parent for p in outdir.glob("*/rounds.csv")]
     killed_rounds = len(rows(run_dir / "rounds.csv"))
@@ -152,12 +145,6 @@ def superlink_kill(rc: dict, clients: int, tmp: Path) -> tuple[Path, Path, int]:
         subprocess.run([str(Path(sys.executable).parent / "fedrl-run"), "--app", str(ROOT), "--superlink",
                         CONNECTION, "--resume", str(run_dir)], env=env, check=True, capture_output=True)
     return Path(whole), run_dir, killed_rounds
-
-
-def _reads(path: Path) -> bytes:
-    with contextlib.suppress(OSError):
-        return path.read_bytes()
-    return b""
 
 
 def main(argv: list[str] | None = None) -> int:

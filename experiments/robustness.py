@@ -1,6 +1,7 @@
 """Byzantine robustness (experiments/results/ROBUSTNESS.md), as resumable cells.
 
-    python -m experiments.robustness run [--envs CartPole-v1] [--attacks ...] [--rules ...] [--seeds 1 2 3] [--jobs 2]
+    python -m experiments.robustness run [--envs CartPole-v1] [--attacks ...] [--rules ...] [--seeds 1 2 3] \
+        [--jobs 2] [--results DIR]
     python -m experiments.robustness report
 
 Every cell trains ``--clients`` (10) clients of which partitions 0..``--byzantine``-1 (3)
@@ -12,8 +13,10 @@ its default, as a user gets it.
 A cell runs the real ServerApp scheduler and ClientApp in one process
 (:class:`fedrl.tools.local_grid.LocalGrid`), writes ``cell.json`` last and atomically, and
 is skipped when the sweep starts again; an unfinished cell is resumed from its last
-checkpoint. A cell is locked while it runs, so two sweeps never run it at once. R̄_end is the mean return of the *honest* clients' rollouts over the last 10%
-of rounds, so a client that lies about its reward does not move it.
+checkpoint. A cell is locked while it runs, so two sweeps never run it at once.
+
+R̄_end is the mean return of the *honest* clients' rollouts over the last 10% of rounds,
+so a client that lies about its reward does not move it.
 """
 
 from __future__ import annotations

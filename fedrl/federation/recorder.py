@@ -33,9 +33,9 @@ log = logging.getLogger("fedrl")
 
 ROUND_COLUMNS = ("round", "env_steps", "episodic_return_mean", "episodic_return_std", "episodes", "loss_mean",
                  "policy_loss_mean", "value_loss_mean", "entropy_mean", "approx_kl_mean", "clipfrac_mean",
-                 "explained_variance", "clients", "rejected_replies", "screened_replies", "timed_out", "skipped_steps", "rollout_ms",
-                 "rollout_compute_ms", "exchanges", "exchange_ms_mean", "client_compute_ms_mean", "sps", "wall_time_s",
-                 "sim_time")
+                 "explained_variance", "clients", "rejected_replies", "screened_replies", "timed_out", "skipped_steps",
+                 "rollout_ms", "rollout_compute_ms", "exchanges", "exchange_ms_mean", "client_compute_ms_mean", "sps",
+                 "wall_time_s", "sim_time")
 CLIENT_COLUMNS = ("round", "exchange", "partition_id", "episodic_return", "loss", "num_steps", "weight")
 EVENT_COLUMNS = ("sim_time", "wall_time_s", "partition_id", "job", "outcome", "version_sent", "version_applied",
                  "staleness", "round", "env_steps", "env_steps_total", "env_steps_used", "batch", "batch_total",

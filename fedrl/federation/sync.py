@@ -19,9 +19,9 @@ from flwr.serverapp import Grid
 
 from fedrl.config import FedRLConfig
 from fedrl.federation.aggregation import Aggregate, Aggregator, Exchange
-from fedrl.federation.identity import Identities
 from fedrl.federation.clock import CostModel
 from fedrl.federation.evaluations import Evaluations
+from fedrl.federation.identity import Identities
 from fedrl.federation.messenger import Messenger
 from fedrl.federation.protocol import (
     GRADIENT,

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from fedrl.tools.processes import free_port, stop_pids, wait_for_port
+from fedrl.tools.processes import descendants, free_port, stop_pids, wait_for_port
 
 CONNECTION = "fedrl-test"
 
 
 @contextlib.contextmanager
-
 def simulation_superlink(tmp: Path, bindir: Path | None = None) -> Iterator[dict[str, str]]:
     """Start ``flower-superlink --simulation`` with its own FLWR_HOME under ``tmp``.
 
@@ -54,3 +54,18 @@ def simulation_superlink(tmp: Path, bindir: Path | None = None) -> Iterator[dict
     finally:
         stop_pids({"superlink": proc.pid}, grace_s=20)
         proc.wait()
+
+
+def kill_superlink(env: dict[str, str]) -> None:
+    """SIGKILL the SuperLink that ``env``'s FLWR_HOME belongs to, and everything it started: a crash, for tests."""
+    database = str(Path(env["FLWR_HOME"]) / "state.db").encode()
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if database in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+    if not pids:
+        raise RuntimeError(f"no SuperLink with the database {database.decode()} is running")
+    for pid in pids + descendants(pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

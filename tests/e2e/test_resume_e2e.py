@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,8 +13,7 @@ import torch
 
 from fedrl.rl.checkpoint import load_policy
 from fedrl.tools.launch import flwr_run, to_overrides
-from fedrl.tools.processes import descendants
-from fedrl.tools.simulation import CONNECTION, simulation_superlink
+from fedrl.tools.simulation import CONNECTION, kill_superlink, simulation_superlink
 
 ROOT = Path(__file__).resolve().parents[2]
 RC = {"num-server-rounds": 6, "min-steps": 64, "min-episodes": 1, "update-epochs": 2, "num-minibatches": 2,
@@ -29,23 +25,9 @@ TIMING = {"rollout_ms", "rollout_compute_ms", "exchange_ms_mean", "client_comput
 ARRIVAL_ORDER = {"episodic_return_mean", "episodic_return_std"}
 
 
-def rows(path: Path, drop: set[str] = set()) -> list[dict[str, str]]:
+def rows(path: Path, drop: frozenset[str] = frozenset()) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
-
-
-def kill_superlink(env: dict[str, str]) -> None:
-    """SIGKILL the SuperLink that owns ``env``'s FLWR_HOME, and every process it started."""
-    database = str(Path(env["FLWR_HOME"]) / "state.db").encode()
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            if database in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
-    assert pids, "the SuperLink was not found"
-    for pid in pids + descendants(pids):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_run_whose_superlink_is_killed_resumes_to_the_same_rows_and_model(tmp_path):

@@ -11,7 +11,6 @@ import torch
 
 from fedrl.config import FedRLConfig
 from fedrl.federation.aggregation import Aggregate
-from fedrl.federation.aggregation import Aggregate
 from fedrl.federation.protocol import Checked, ClientUpdate, RolloutResult
 from fedrl.federation.recorder import CLIENT_COLUMNS, ROUND_COLUMNS, Recorder
 from fedrl.rl.global_model import GlobalModel
