@@ -128,32 +128,64 @@ def cells(envs: list[str], attacks: list[str], rules: list[str], seeds: list[int
              clients) for env in envs for seed in seeds for attack in attacks for rule in rules]
 
 
-def report(results: Path = RESULTS) -> str:
-    """The markdown tables of ROBUSTNESS.md from every finished cell under ``results``."""
-    by: dict[tuple[str, str, str], list[float]] = {}
+def _cells(results: Path) -> dict[tuple[str, str, str], list[dict]]:
+    """(env, attack, rule) -> the cell.json of each finished seed, with the machine it ran on."""
+    by: dict[tuple[str, str, str], list[dict]] = {}
     for done in sorted(results.glob("*/*/*/seed*/cell.json")):
         env, attack, rule = done.parts[-5:-2]
-        by.setdefault((env, attack, rule), []).append(json.loads(done.read_text())["r_end"])
+        cell = json.loads(done.read_text())
+        config = done.parent / cell.get("run_dir", "") / "config.json"
+        if config.is_file():
+            info = json.loads(config.read_text())
+            cell["machine"] = f"{info['machine']['cpu']} ({info['machine']['cpu_count']} cores), " \
+                              f"torch {info['versions']['torch']}"
+        by.setdefault((env, attack, rule), []).append(cell)
+    return by
+
+
+def report(results: Path = RESULTS) -> str:
+    """The tables of ROBUSTNESS.md from every finished cell under ``results``, with the two targets checked."""
+    by = _cells(results)
     lines = []
     for env in sorted({k[0] for k in by}):
-        clean = by.get((env, "none", "baseline-avg"))
-        clean_mean = float(np.mean(clean)) if clean else float("nan")
+        clean = [c["r_end"] for c in by.get((env, "none", "baseline-avg"), [])]
+        base = float(np.mean(clean)) if clean else float("nan")
         attacks = [a for a in ATTACKS if any(k[:2] == (env, a) for k in by)]
+        pct = {k: 100 * float(np.mean([c["r_end"] for c in v])) / base for k, v in by.items() if k[0] == env}
         lines += [f"### {env}", "",
-                  f"R̄_end of the honest clients, mean ± std over seeds (n = seeds); % of the clean Baseline-Avg "
-                  f"({clean_mean:.1f}).", "",
+                  f"R̄_end of the honest clients, mean ± std over seeds, and % of the clean Baseline-Avg "
+                  f"({base:.1f}); n = seeds.", "",
                   "| rule | " + " | ".join(attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
         for rule in RULES:
             row = []
             for attack in attacks:
-                values = by.get((env, attack, rule))
-                if not values:
-                    row.append("—")
-                    continue
-                m = float(np.mean(values))
-                row.append(f"{m:.1f} ± {float(np.std(values)):.1f} ({100 * m / clean_mean:.0f}%, n={len(values)})")
+                values = [c["r_end"] for c in by.get((env, attack, rule), [])]
+                row.append(f"{np.mean(values):.1f} ± {np.std(values):.1f} ({pct[(env, attack, rule)]:.0f}%, "
+                           f"n={len(values)})" if values else "—")
             lines.append(f"| {rule} | " + " | ".join(row) + " |")
-        lines.append("")
+        lines += ["", "Replies left out per run (norm screen, robust rule, non-finite result, refused), mean over "
+                  "seeds:", "", "| rule | " + " | ".join(attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
+        for rule in RULES:
+            row = [f"{np.mean([c['left_out'] for c in by[(env, a, rule)]]):.0f}" if (env, a, rule) in by else "—"
+                   for a in attacks]
+            lines.append(f"| {rule} | " + " | ".join(row) + " |")
+        lines += ["", "Target: the best robust rule keeps ≥ 80% of the clean R̄_end under every attack.", ""]
+        for attack in attacks[1:]:
+            scored = [(pct[(env, attack, r)], r) for r in ROBUST if (env, attack, r) in pct]
+            if scored:
+                best, rule = max(scored)
+                lines.append(f"- {attack}: best {rule}, {best:.0f}%: {'met' if best >= 80 else 'missed'}")
+        lines += ["", "Target: with no attack, every robust rule stays within 5% of the clean Baseline-Avg.", ""]
+        for rule in ROBUST:
+            if (env, "none", rule) in pct:
+                p = pct[(env, "none", rule)]
+                lines.append(f"- {rule}: {p:.0f}%: {'met' if abs(p - 100) <= 5 else 'missed'}")
+        machines: dict[str, int] = {}
+        for (e, _, _), cells in by.items():
+            for c in cells:
+                if e == env:
+                    machines[c.get("machine", "unknown")] = machines.get(c.get("machine", "unknown"), 0) + 1
+        lines += ["", "Cells per machine: " + "; ".join(f"{m}: {n}" for m, n in sorted(machines.items())) + ".", ""]
     return "\n".join(lines)
 
 

@@ -55,8 +55,9 @@ def test_report_gives_each_rule_and_attack_as_a_share_of_the_clean_baseline_avg(
                                       ("sign-flip", "krum", 1, 250.0)]:
         cell = tmp_path / "CartPole-v1" / attack / rule / f"seed{seed}"
         cell.mkdir(parents=True)
-        (cell / "cell.json").write_text(json.dumps({"r_end": r_end}))
+        (cell / "cell.json").write_text(json.dumps({"r_end": r_end, "left_out": 3}))
     text = robustness.report(tmp_path)
     assert "clean Baseline-Avg (500.0)" in text
     assert "| baseline-avg | 500.0 ± 100.0 (100%, n=2) | — |" in text
     assert "| krum | — | 250.0 ± 0.0 (50%, n=1) |" in text
+    assert "- sign-flip: best krum, 50%: missed" in text
