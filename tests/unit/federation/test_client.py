@@ -122,3 +122,29 @@ def test_an_out_of_range_or_fractional_index_names_the_key_and_what_is_allowed(c
     do_rollout(ctx)
     with pytest.raises(ValueError, match=match):
         app(message("train.gradient", {"server-round": 1, **config}), ctx)
+
+
+def test_a_rollout_reply_with_implausible_returns_statistics_or_counts_is_refused():
+    from fedrl.federation.protocol import InvalidReply
+
+    def mutated(change):
+        reply = do_rollout(context(1, RUN_CONFIG))
+        change(reply.content)
+        return reply
+
+    def returns(content):
+        content.metric_records["metrics"]["episode-returns"] = [1e308]
+
+    def mean(content):
+        stats, count = stats_to_records(RunningStats(content.metric_records["metrics"]["obs-count"],
+                                                     np.full(4, 1e200), np.ones(4)))
+        content[OBS_STATS] = stats
+
+    def return_count(content):
+        content.metric_records["metrics"]["return-count"] = 3.0
+
+    for change, match in [(returns, "holds 1e\\+308, beyond ±1e\\+12"),
+                          (mean, "obs-stats have a mean or standard deviation beyond ±1e\\+08"),
+                          (return_count, "return-stats count 3 does not match the [0-9]+ steps played")]:
+        with pytest.raises(InvalidReply, match=match):
+            parse_rollout_reply(mutated(change), (4,))
