@@ -65,7 +65,7 @@ class FedRLConfig:
     """
 
     env_id: str = "CartPole-v1"
-    """Task: a registered gymnasium id with a Box observation space and a Discrete or Box action space."""
+    """Task: a gymnasium id (Box observations; Discrete or Box actions); "pkg.module:Env-v0" imports pkg.module first."""
     aggregator: str = "baseline-sum"
     """Rule: "baseline-sum", "baseline-avg", "rweighted", "lweighted", "fedavg", "fedprox", or async (README)."""
     num_server_rounds: int = 30

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 
 import gymnasium as gym
 import numpy as np
@@ -17,12 +18,31 @@ class UnsupportedEnv(ValueError):
         super().__init__(f"{env_id!r}: allowed: {allowed}")
 
 
+def import_env_module(env_id: str) -> str:
+    """For gymnasium's ``"package.module:EnvName-v0"`` form, import the module (it registers the env);
+    returns the id without the module, or :class:`UnsupportedEnv` if the module cannot be imported."""
+    if ":" not in env_id:
+        return env_id
+    module, name = env_id.split(":", 1)
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # the module's own import error says what is missing
+        raise UnsupportedEnv(env_id, f"\"module:EnvName-v0\" with a module that can be imported here, on the "
+                             f"server and on every client (importing {module!r} failed: {exc})") from exc
+    return name
+
+
 def check_env_id(env_id: str) -> None:
-    """Raise :class:`UnsupportedEnv` unless ``env_id`` is registered, makeable and has supported spaces."""
-    if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+    """Raise :class:`UnsupportedEnv` unless ``env_id`` is registered, makeable and has supported spaces.
+
+    ``"package.module:EnvName-v0"`` (gymnasium's own syntax) imports the module first.
+    """
+    registered = import_env_module(env_id)
+    if registered not in gym.registry:
+        close = difflib.get_close_matches(registered, list(gym.registry), n=3)
         hint = f"a registered gymnasium id, e.g. {', '.join(close)}" if close else "a registered gymnasium id"
-        raise UnsupportedEnv(env_id, f"{hint} ({env_id!r} is not registered)")
+        where = f" by importing {env_id.split(':', 1)[0]!r}" if registered != env_id else ""
+        raise UnsupportedEnv(env_id, f"{hint} ({registered!r} is not registered{where})")
     try:
         env = gym.make(env_id)
     except Exception as exc:  # a missing extra (box2d, mujoco) surfaces here

@@ -268,3 +268,10 @@ def test_server_statistics_equal_the_pooled_observations_of_both_clients(tmp_out
     assert server.state.obs_stats.count == expected.count == server.recorder.env_steps
     np.testing.assert_allclose(server.state.obs_stats.mean, expected.mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(server.state.obs_stats.var, expected.var, rtol=1e-4, atol=1e-6)
+
+
+def test_a_custom_env_from_the_users_own_module_trains(tmp_outdir):
+    server, history = train(tmp_outdir, **{"env-id": "custom_envs:Corridor-v0", "eval-episodes": 1})
+    assert len(history) == 2 and all(math.isfinite(h["loss_mean"]) for h in history)
+    model, stats, cfg = load_policy(server.recorder.path / "model.pt")
+    assert cfg.env_id == "custom_envs:Corridor-v0" and stats.mean.shape == (1,)
