@@ -2,9 +2,11 @@
 
 ``flwr run --stream`` exits 0 even when the run failed, and a SuperLink started
 without ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` installs the app's
-dependencies (torch included) into a fresh venv for every run. This wrapper sets the
-variable for the SuperLink that ``flwr run`` starts, streams the run, asks the
-SuperLink for the run's real status and exits non-zero unless it completed.
+dependencies (torch included) into a fresh venv for every run. Without
+``--superlink``, this wrapper starts a simulation SuperLink of its own (its own
+FLWR_HOME, a free port, no dependency installs) and stops it when the run ends; it
+streams the run, asks the SuperLink for the run's real status and exits non-zero
+unless it completed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -160,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     args.clients = args.clients or 4
     if args.clients < 1:
         parser.error(f"--clients must be >= 1, got {args.clients}")
-    if args.superlink is None and (pids := superlinks_installing_dependencies()):
+    if args.superlink is not None and (pids := superlinks_installing_dependencies()):
         print(f"fedrl-run: warning: a local SuperLink (pid {', '.join(map(str, pids))}) was started without "
               "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 and will install the app's dependencies into a new "
-              "venv for every run; stop it (kill PID) and fedrl-run starts one that does not.")
+              "venv for every run; stop it (kill PID), or leave out --superlink and fedrl-run starts its own.")
     # One CPU per simulated client lets Ray run as many clients at once as there are cores.
     federation = [f"num-supernodes={args.clients} client-resources-num-cpus=1"]
     for item in args.run_config:
@@ -173,7 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         merge_run_config(args.run_config)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         parser.error(f"--run-config: {exc}")
-    run_id, status, results = flwr_run(args.app, args.run_config, federation, args.superlink)
+    if args.superlink is not None:
+        run_id, status, results = flwr_run(args.app, args.run_config, federation, args.superlink)
+    else:
+        # A SuperLink of its own on a free port, stopped (with all it started) when the run ends: nothing is
+        # left running, and a SuperLink someone else left on Flower's default port is never used.
+        from fedrl.tools.simulation import CONNECTION, simulation_superlink
+
+        with tempfile.TemporaryDirectory(prefix="fedrl-run-") as tmp, simulation_superlink(Path(tmp)) as env:
+            run_id, status, results = flwr_run(args.app, args.run_config, federation, CONNECTION, env)
     print(f"fedrl-run: run {run_id} status {status}")
     if results:
         print(f"fedrl-run: results in {results}")

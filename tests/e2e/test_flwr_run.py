@@ -70,3 +70,28 @@ def test_bad_config_fails_the_run(superlink, tmp_path):
                                  CONNECTION, superlink)
     assert run_id is not None and status != "finished:completed"
     assert not any(tmp_path.iterdir())
+
+
+def _superlinks() -> set[int]:
+    pids = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"flower-superlink" in cmdline.read_bytes().split(b"\0")[0]:
+                pids.add(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_fedrl_run_starts_its_own_superlink_and_leaves_nothing_running(tmp_path):
+    import subprocess
+    import sys
+
+    before = _superlinks()
+    cmd = [str(Path(sys.executable).parent / "fedrl-run"), "--app", str(ROOT), "--clients", "2", "--run-config",
+           f'outdir="{tmp_path}" num-server-rounds=1 min-steps=64 min-episodes=1 update-epochs=1 num-minibatches=2 '
+           'eval-episodes=0']
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "status finished:completed" in done.stdout and f"results in {tmp_path}" in done.stdout
+    assert _superlinks() <= before
