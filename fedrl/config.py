@@ -144,6 +144,8 @@ class FedRLConfig:
     """Evaluate the current parameters every this fraction of the budget (time-budget or num-server-rounds)."""
     eval_episodes: int = 5
     """Deterministic episodes per evaluation (not charged to simulated time); 0 disables evaluations."""
+    tensorboard: bool = False
+    """Also write TensorBoard scalars (CleanRL's names) to <run dir>/tensorboard; needs pip install 'fedrl[tensorboard]'."""
     nigt_lr: float = 0.01
     """NIGT step length alpha: each outer step moves the actor by exactly this much (L2)."""
     nigt_momentum: float = 0.1

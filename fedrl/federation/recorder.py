@@ -130,12 +130,14 @@ class Recorder:
         self._start: float | None = None
         self.path: Path | None = None
         self._writers: dict[str, tuple[Any, csv.DictWriter]] = {}
+        self._tensorboard: Any = None
         if not out:
             return
         tables = {"events": EVENT_COLUMNS} if cfg.is_async else {"rounds": ROUND_COLUMNS, "clients": CLIENT_COLUMNS}
         tables = {**tables, "evals": EVAL_COLUMNS}
         if resume is not None:
             self._reopen(Path(os.path.expanduser(cfg.resume_from)), resume, tables)
+            self._open_tensorboard()
             return
         base = cfg.outdir_path / run_name(cfg, run_id)
         path, n = base, 1
@@ -157,6 +159,26 @@ class Recorder:
             writer = csv.DictWriter(f, columns)
             writer.writeheader()
             self._writers[name] = (f, writer)
+        self._open_tensorboard()
+
+    def _open_tensorboard(self) -> None:
+        if not self.cfg.tensorboard or self.path is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise ConfigError("tensorboard", True, "false, or true with the tensorboard package installed "
+                              "(pip install 'fedrl[tensorboard]')") from exc
+        self._tensorboard = SummaryWriter(str(self.path / "tensorboard"))
+
+    def _scalars(self, step: int, values: dict[str, Any]) -> None:
+        """CleanRL-named scalars at ``step`` env steps (the finite ones), when TensorBoard is on."""
+        if self._tensorboard is None:
+            return
+        for name, value in values.items():
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                self._tensorboard.add_scalar(name, value, step)
+        self._tensorboard.flush()
 
     def _reopen(self, path: Path, resume: dict[str, Any], tables: dict[str, tuple[str, ...]]) -> None:
         """Take up ``path`` at a checkpoint: cut each CSV back to the rows it covers, then append."""
@@ -207,11 +229,16 @@ class Recorder:
         """One processed asynchronous job (:data:`EVENT_COLUMNS`)."""
         self.events.append(row)
         self._write("events", [row])
+        self._scalars(int(row.get("env_steps_total") or 0), {"charts/episodic_return": row.get("episodic_return"),
+                                                              "losses/loss": row.get("loss"),
+                                                              "losses/clipfrac": row.get("clipfrac"),
+                                                              "charts/staleness": row.get("staleness")})
 
     def evaluation(self, row: dict, state: GlobalModel) -> None:
         """One evaluation of the current parameters (:data:`EVAL_COLUMNS`); model.pt is saved with it."""
         self.evaluations.append(row)
         self._write("evals", [row])
+        self._scalars(int(row["env_steps"]), {"charts/eval_return": row["eval_return_mean"]})
         self.save(state)
 
     def save(self, state: GlobalModel) -> None:
@@ -265,6 +292,11 @@ class Recorder:
         self.history.append(row)
         self._write("clients", record.client_rows)
         self._write("rounds", [row])
+        self._scalars(self.env_steps, {
+            "charts/episodic_return": row["episodic_return_mean"], "charts/SPS": row["sps"],
+            **{f"losses/{name}": row[f"{name}_mean"] for name in LossParts._fields},
+            "losses/explained_variance": row["explained_variance"], "charts/rejected_replies": row["rejected_replies"],
+            "charts/screened_replies": row["screened_replies"], "charts/skipped_steps": row["skipped_steps"]})
         self.save(state)
         log.info("[round %d/%d] env_steps=%d return=%.1f±%.1f episodes=%d loss=%.4f kl=%.4f sps=%.0f t=%.1fs "
                  "replied=[%s] timed_out=[%s] failed=[%s]", record.server_round, self.cfg.num_server_rounds,
@@ -275,7 +307,10 @@ class Recorder:
         return row
 
     def close(self) -> None:
-        """Close the CSV files."""
+        """Close the CSV files (and the TensorBoard writer)."""
         for f, _ in self._writers.values():
             f.close()
         self._writers = {}
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None

@@ -275,3 +275,27 @@ def test_a_custom_env_from_the_users_own_module_trains(tmp_outdir):
     assert len(history) == 2 and all(math.isfinite(h["loss_mean"]) for h in history)
     model, stats, cfg = load_policy(server.recorder.path / "model.pt")
     assert cfg.env_id == "custom_envs:Corridor-v0" and stats.mean.shape == (1,)
+
+
+def test_tensorboard_scalars_use_cleanrls_names_at_env_steps(tmp_outdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    server, history = train(tmp_outdir, tensorboard=True, **{"eval-episodes": 1, "eval-every": 1.0})
+    events = EventAccumulator(str(server.recorder.path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"charts/episodic_return", "charts/SPS", "losses/value_loss", "losses/policy_loss", "losses/entropy",
+            "losses/approx_kl", "losses/clipfrac", "losses/explained_variance", "charts/eval_return"} <= tags
+    returns = events.Scalars("charts/episodic_return")
+    assert [e.step for e in returns] == [int(h["env_steps"]) for h in history]
+    assert [e.value for e in returns] == pytest.approx([h["episodic_return_mean"] for h in history])
+
+
+def test_tensorboard_without_the_package_is_a_config_error_naming_the_key(tmp_outdir, monkeypatch):
+    import sys
+
+    from fedrl.config import ConfigError
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(ConfigError, match=r"tensorboard = True.*pip install 'fedrl\[tensorboard\]'"):
+        train(tmp_outdir, tensorboard=True)
