@@ -299,3 +299,15 @@ def test_tensorboard_without_the_package_is_a_config_error_naming_the_key(tmp_ou
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(ConfigError, match=r"tensorboard = True.*pip install 'fedrl\[tensorboard\]'"):
         train(tmp_outdir, tensorboard=True)
+
+
+def test_evaluate_records_a_video_of_each_episode(tmp_outdir, tmp_path, capsys):
+    from fedrl.rl.evaluate import main as evaluate_main
+
+    server, _ = train(tmp_outdir)
+    videos = tmp_path / "videos"
+    assert evaluate_main([str(server.recorder.path / "model.pt"), "--episodes", "2", "--video", str(videos)]) == 0
+    files = sorted(p.name for p in videos.glob("*.mp4"))
+    assert files == ["CartPole-v1-episode-0.mp4", "CartPole-v1-episode-1.mp4"]
+    assert all((videos / f).stat().st_size > 1000 for f in files)
+    assert f"videos in {videos}" in capsys.readouterr().out
