@@ -8,6 +8,7 @@ every episode with gymnasium's RecordVideo (needs ``pip install 'fedrl[video]'``
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.render and args.video is not None:
         parser.error("--render and --video: choose one (a window, or mp4 files)")
+    if args.video is not None and not os.environ.get("DISPLAY"):
+        # MuJoCo renders through GLFW, which needs a display, unless told to use EGL (before it loads).
+        os.environ.setdefault("MUJOCO_GL", "egl")
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     if not args.model.is_file():
