@@ -175,6 +175,12 @@ def report(results: Path = RESULTS) -> str:
             if scored:
                 best, rule = max(scored)
                 lines.append(f"- {attack}: best {rule}, {best:.0f}%: {'met' if best >= 80 else 'missed'}")
+        lines += ["", "One rule for every attack: each robust rule's worst share across the attacks.", ""]
+        for rule in ROBUST:
+            scored = [(pct[(env, a, rule)], a) for a in attacks[1:] if (env, a, rule) in pct]
+            if scored:
+                worst, attack = min(scored)
+                lines.append(f"- {rule}: {worst:.0f}% (under {attack}){': ≥ 80%' if worst >= 80 else ''}")
         lines += ["", "Target: with no attack, every robust rule stays within 5% of the clean Baseline-Avg.", ""]
         for rule in ROBUST:
             if (env, "none", rule) in pct:
