@@ -89,7 +89,9 @@ def test_killed_supernode_run_completes_and_a_restarted_one_rejoins(tmp_path):
 
 def test_wall_clock_a3c_goes_on_when_a_supernode_is_killed(tmp_path):
     outdir = tmp_path / "runs"
-    overrides = (f'aggregator="a3c" clock="wall" time-unit-s=0.1 time-budget=600.0 job-steps=64 steps-per-unit=64 '
+    # 90 s of budget: on a loaded machine a SuperNode's first job can take a good part of a minute,
+    # and the run must still have time to go on after the kill.
+    overrides = (f'aggregator="a3c" clock="wall" time-unit-s=0.1 time-budget=900.0 job-steps=64 steps-per-unit=64 '
                  f'reply-timeout=15.0 eval-episodes=0 outdir="{outdir}"')
     with LocalDeployment(tmp_path / "dep", nodes=2, secure=False) as dep:
         proc = subprocess.Popen(["flwr", "run", str(ROOT), CONNECTION, "--stream", "--run-config", overrides],
@@ -119,4 +121,4 @@ def test_wall_clock_a3c_goes_on_when_a_supernode_is_killed(tmp_path):
     # The killed node's job either times out or comes back as the SuperLink's error reply.
     assert any(r["outcome"] in ("timed_out", "rejected") and r["partition_id"] == "1" for r in after)
     assert sum(r["outcome"] == "applied" and r["partition_id"] == "0" for r in after) >= 5  # the run went on
-    assert float(rows[-1]["sim_time"]) <= 600.0
+    assert float(rows[-1]["sim_time"]) <= 900.0
