@@ -133,7 +133,7 @@ def superlink_kill(rc: dict, clients: int, tmp: Path) -> tuple[Path, Path, int]:
     outdir = tmp / "killed"
     with simulation_superlink(tmp / "b") as env:
         cmd = [str(Path(sys.executable).parent / "flwr"), "run", str(ROOT), CONNECTION, "--stream",
-               "--run-config", to_overrides({**rc, "outdir": str(outdir)})]
+               "--run-config", to_overrides({**rc, "outdir": str(outdir)}), "--federation-config", federation[0]]
         with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
             while not any(len(rows(p)) >= KILL_ROUND for p in outdir.glob("*/rounds.csv")):
                 time.sleep(0.05)

@@ -40,7 +40,7 @@ def test_a_run_whose_superlink_is_killed_resumes_to_the_same_rows_and_model(tmp_
     config = {**RC, "outdir": str(outdir)}
     with simulation_superlink(tmp_path / "b") as env:
         flwr = [str(Path(sys.executable).parent / "flwr"), "run", str(ROOT), CONNECTION, "--stream",
-                "--run-config", to_overrides(config)]
+                "--run-config", to_overrides(config), "--federation-config", FEDERATION[0]]
         with subprocess.Popen(flwr, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
