@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedrl.config import ConfigError, FedRLConfig
+from fedrl.config import ConfigError, FedRLConfig, toml_value
 from fedrl.rl.checkpoint import atomic_save, check_finite, safe_load
 
 CHECKPOINT = "checkpoint.pt"
@@ -109,12 +109,9 @@ def check_config(cfg: FedRLConfig, saved: dict[str, Any], run_dir: Path) -> None
 
 def write_resume_toml(run_dir: Path, cfg: FedRLConfig) -> None:
     """``resume.toml``: the run's config with ``resume-from`` set to ``run_dir``."""
-    def value(v: object) -> str:
-        return str(v).lower() if isinstance(v, bool) else json.dumps(v) if isinstance(v, str) else repr(v)
-
     config = {**cfg.to_run_config(), "resume-from": str(run_dir)}
     lines = ["# Continue this run from its last checkpoint: flwr run . --run-config THIS_FILE"]
-    lines += [f"{k} = {value(v)}" for k, v in config.items()]
+    lines += [f"{k} = {toml_value(v)}" for k, v in config.items()]
     tmp = run_dir / (RESUME_TOML + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(run_dir / RESUME_TOML)

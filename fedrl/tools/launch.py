@@ -30,11 +30,9 @@ PAIR = re.compile(r"(\S+?)=(\'[^\']*\'|\"[^\"]*\"|\S+)")
 
 def to_overrides(config: dict) -> str:
     """A ``--run-config`` string for ``config`` (strings quoted, as TOML wants)."""
-    def value(v: object) -> str:
-        if isinstance(v, bool):
-            return str(v).lower()
-        return json.dumps(v) if isinstance(v, str) else repr(v)
-    return " ".join(f"{k}={value(v)}" for k, v in config.items())
+    from fedrl.config import toml_value
+
+    return " ".join(f"{k}={toml_value(v)}" for k, v in config.items())
 
 
 def merge_run_config(items: list[str]) -> list[str]:
