@@ -8,6 +8,10 @@ each exchange, and so does the gap between a node's reply and the next instructi
 :class:`ExpectedWait` learns that duration, and the waiter sleeps most of it before
 its first poll, then polls fast as before. A message that comes earlier than ever
 seen is late by at most that first sleep, and the next wait learns from it.
+
+The first wait of each kind is not learned from: it pays for the ClientApps' start-up
+(importing torch, building envs), ~10 s against a 0.3 s rollout, and a sleep learned
+from it cost the next rounds most of that again, halving each round.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections import deque
 
 FRACTION = 0.8
 WINDOW = 16
+WARMUP = 1
 
 
 class ExpectedWait:
@@ -25,15 +30,19 @@ class ExpectedWait:
     one fast exchange lowers it at once and only a run of slow ones raises it. A wait
     that ended at the first poll after that sleep only says the message came within
     the sleep: it counts as half the sleep, so a guess that is too long halves each
-    wait instead of feeding on itself.
+    wait instead of feeding on itself. The first ``warmup`` waits observed (start-up,
+    also after a resume restores the history) are not learned from.
     """
 
-    def __init__(self, fraction: float = FRACTION, window: int = WINDOW) -> None:
+    def __init__(self, fraction: float = FRACTION, window: int = WINDOW, warmup: int = WARMUP) -> None:
         if not 0.0 <= fraction < 1.0:
             raise ValueError(f"fraction must be in [0, 1), got {fraction}")
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {warmup}")
         self.fraction = fraction
+        self.warmup = warmup
         self.waits: deque[float] = deque(maxlen=window)
 
     def first_sleep(self) -> float:
@@ -45,4 +54,7 @@ class ExpectedWait:
 
         ``first_poll``: the first poll after the sleep found it.
         """
+        if self.warmup > 0:
+            self.warmup -= 1
+            return
         self.waits.append(slept / 2 if first_poll and slept > 0 else max(0.0, seconds))

@@ -48,7 +48,7 @@ def _messages():
 def test_exchange_sleeps_most_of_the_usual_reply_time_before_polling(monkeypatch):
     clock = _Clock(pull_s=0.01)
     monkeypatch.setattr(exchange_module, "time", clock)
-    expected = ExpectedWait(fraction=0.8)
+    expected = ExpectedWait(fraction=0.8, warmup=0)
     grid = _Grid(clock, ready_at=0.1)
 
     replies, missing = exchange(grid, _messages())  # nothing learned: polls from the start
@@ -67,7 +67,7 @@ def test_exchange_sleeps_most_of_the_usual_reply_time_before_polling(monkeypatch
 def test_exchange_nap_never_outlasts_the_reply_timeout(monkeypatch):
     clock = _Clock(pull_s=0.01)
     monkeypatch.setattr(exchange_module, "time", clock)
-    expected = ExpectedWait()
+    expected = ExpectedWait(warmup=0)
     expected.observe(10.0)
     replies, missing = exchange(_Grid(clock, ready_at=100.0), _messages(), timeout_s=0.5, expected=expected)
     assert replies == [] and missing == [1, 2]

@@ -12,7 +12,7 @@ def test_nothing_learned_means_no_sleep():
 
 
 def test_first_sleep_is_a_fraction_of_the_shortest_recent_wait():
-    w = ExpectedWait(fraction=0.5, window=3)
+    w = ExpectedWait(fraction=0.5, window=3, warmup=0)
     for seconds in (0.3, 0.1, 0.2):
         w.observe(seconds)
     assert w.first_sleep() == pytest.approx(0.05)
@@ -24,7 +24,7 @@ def test_first_sleep_is_a_fraction_of_the_shortest_recent_wait():
 
 
 def test_a_message_found_at_the_first_poll_halves_the_guess():
-    w = ExpectedWait(fraction=0.8, window=16)
+    w = ExpectedWait(fraction=0.8, window=16, warmup=0)
     w.observe(1.0)
     sleeps = []
     for _ in range(3):
@@ -36,8 +36,18 @@ def test_a_message_found_at_the_first_poll_halves_the_guess():
     assert w.waits[-1] == pytest.approx(0.2)
 
 
+def test_the_first_wait_pays_for_start_up_and_is_not_learned_from():
+    w = ExpectedWait(fraction=0.8)
+    w.observe(9.0)  # round 1: the ClientApps import torch and build their envs
+    assert w.first_sleep() == 0.0
+    w.observe(0.3)
+    assert w.first_sleep() == pytest.approx(0.24)
+
+
 def test_bad_arguments_name_the_value():
     with pytest.raises(ValueError, match=r"fraction must be in \[0, 1\), got 1.5"):
         ExpectedWait(fraction=1.5)
     with pytest.raises(ValueError, match="window must be >= 1, got 0"):
         ExpectedWait(window=0)
+    with pytest.raises(ValueError, match="warmup must be >= 0, got -1"):
+        ExpectedWait(warmup=-1)
