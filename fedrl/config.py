@@ -126,6 +126,8 @@ class FedRLConfig:
     """Seconds the server waits for the replies of one exchange; later replies are dropped."""
     min_replies: int = 1
     """Fewest valid replies an exchange needs: fewer skips the step; a rollout phase is retried 3 times."""
+    fraction_train: float = 1.0
+    """Fraction of the connected clients sampled for each round (Flower's fraction-train); at least min-replies."""
     clock: str = "simulated"
     """"simulated": events ordered by simulated finish time (reproducible); "wall": arrival order, for deployments."""
     compute_time: str = "equal"
@@ -249,6 +251,8 @@ class FedRLConfig:
                 raise ConfigError(key, getattr(self, _attr(key)), "a number in [0, 1]")
         if not 0.0 < self.nigt_momentum <= 1.0:
             raise ConfigError("nigt-momentum", self.nigt_momentum, "a number in (0, 1]")
+        if not 0.0 < self.fraction_train <= 1.0:
+            raise ConfigError("fraction-train", self.fraction_train, "a fraction in (0, 1]")
         if not 0.0 < self.eval_every <= 1.0:
             raise ConfigError("eval-every", self.eval_every, "a fraction in (0, 1]")
         for key in ("ent-coef", "vf-coef", "mu", "sim-poll-max-ms", "time-unit-s", "eval-episodes", "robust-f",
@@ -321,6 +325,9 @@ class FedRLConfig:
                 if value != default:
                     raise ConfigError(key, value, f'"{default}" with the asynchronous aggregator '
                                       f'"{self.aggregator}" (synchronous aggregators only)')
+            if self.fraction_train != 1.0:
+                raise ConfigError("fraction-train", self.fraction_train, f'1.0 with the asynchronous aggregator '
+                                  f'"{self.aggregator}", which sends jobs to whichever clients are free')
 
 
 def _not_creatable(path: Path) -> str:

@@ -10,10 +10,12 @@ progress line, ``model.pt``) goes through the :class:`~fedrl.federation.recorder
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 
@@ -56,6 +58,25 @@ from fedrl.runtime import resolve_device
 log = logging.getLogger("fedrl")
 
 MAX_ROUND_ATTEMPTS = 3
+# Clients whose rollouts overlapped less than this (their summed compute over the phase's
+# wall time) ran one at a time.
+SERIAL_PARALLELISM = 1.3
+
+
+def serial_clients_warning(rollouts: list[RolloutResult], seconds: float, cpus: int | None) -> str | None:
+    """A warning if ``rollouts``, played in one phase of ``seconds``, ran one at a time on a machine that has the CPUs.
+
+    Flower's simulation engine gives every ClientApp 2 CPUs unless the federation says
+    otherwise, so on a 2-core machine its clients take turns. The remedy is named exactly.
+    """
+    n, cpus = len(rollouts), cpus or 1
+    compute = sum(r.compute_s for r in rollouts if np.isfinite(r.compute_s))
+    if n < 2 or cpus < 2 or seconds <= 0 or compute / seconds >= SERIAL_PARALLELISM:
+        return None
+    return (f"the {n} clients ran one at a time: their rollouts took {compute:.2f} s of compute in a "
+            f"{seconds:.2f} s phase, on a machine with {cpus} CPUs. In Flower's simulation engine every "
+            f"ClientApp gets 2 CPUs unless the federation says otherwise; run with --federation-config "
+            f"'num-supernodes={n} client-resources-num-cpus=1' (one client per core)")
 
 
 class RolloutPhase:
@@ -173,6 +194,7 @@ class SyncScheduler:
         self.sim_time = 0.0
         self.done_rounds = 0
         self.resumed_nodes = 0
+        self.rounds_here = 0
         if resume is not None:
             self._restore(resume)
 
@@ -212,6 +234,29 @@ class SyncScheduler:
         self.sim_time += max(costs.kappa(p) + (costs.rollout(p, steps[p]) if steps else 0.0)
                              for p in partitions if p < costs.num_partitions)
 
+    def sample(self, server_round: int, attempt: int, nodes: list[int]) -> list[int]:
+        """The nodes this round's attempt trains: all, or ``ceil(fraction-train × n)`` (at least min-replies) at random.
+
+        The draw is seeded by (seed, round, attempt) over the nodes ordered by the partition
+        they hold (nodes not heard from yet last, by id), so it repeats between runs once
+        every node has replied once; Flower gives simulated nodes random ids.
+        """
+        if self.cfg.fraction_train >= 1.0:
+            return nodes
+        k = min(len(nodes), max(self.cfg.min_replies, math.ceil(self.cfg.fraction_train * len(nodes))))
+        known = self.messenger.partition_of
+        ordered = sorted(nodes, key=lambda n: (0, known[n]) if n in known else (1, n))
+        rng = np.random.default_rng([self.cfg.seed, server_round, attempt, 0x5A])
+        return sorted(ordered[i] for i in rng.choice(len(ordered), size=k, replace=False))
+
+    def _check_parallel(self, rollouts: list[RolloutResult], seconds: float) -> None:
+        """Once, at the second rollout phase of this process (the first pays for start-up): did the clients overlap?"""
+        self.rounds_here += 1
+        if self.rounds_here == 2:
+            warning = serial_clients_warning(rollouts, seconds, os.cpu_count())
+            if warning:
+                log.warning(warning)
+
     def run_round(self, server_round: int) -> dict:
         """One round: rollout phase (retried if too few clients replied), update phase; returns its rounds.csv row."""
         record = self.recorder.start_round(server_round)
@@ -223,10 +268,12 @@ class SyncScheduler:
                     log.warning("round %d: %d nodes are connected, but the run was checkpointed with %d; the rest "
                                 "of the run will not match an uninterrupted one", server_round, len(nodes),
                                 self.resumed_nodes)
+            nodes = self.sample(server_round, attempt, nodes)
             messages = self.rollout.configure(server_round, nodes)
             replies, missed, seconds = self.messenger.send(messages, f"round {server_round} {ROLLOUT}")
             record.note_timeouts(missed)
             rollouts = self.rollout.aggregate(server_round, replies, record, seconds, self.messenger)
+            self._check_parallel(rollouts, seconds)
             self._charge([r.partition_id for r in rollouts], {r.partition_id: r.num_steps for r in rollouts})
             if len(rollouts) >= self.cfg.min_replies:
                 break

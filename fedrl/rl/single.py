@@ -9,6 +9,7 @@ with a local Adam. ``python -m fedrl.single --run-config preset.toml --iteration
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import time
 import tomllib
@@ -72,9 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-config", default=None, help="a .toml preset (same keys as pyproject.toml)")
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--steps-per-iteration", type=int, default=None)
+    parser.add_argument("--csv", default=None, help="also write one row per iteration to this CSV file")
     args = parser.parse_args(argv)
     overrides = tomllib.load(open(args.run_config, "rb")) if args.run_config else {}
-    train_single(FedRLConfig.from_run_config(overrides), args.iterations, args.steps_per_iteration, verbose=True)
+    rows = train_single(FedRLConfig.from_run_config(overrides), args.iterations, args.steps_per_iteration,
+                        verbose=True)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     return 0
 
 

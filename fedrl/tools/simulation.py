@@ -31,7 +31,7 @@ def simulation_superlink(tmp: Path, bindir: Path | None = None) -> Iterator[dict
     """
     home = tmp / "flwr-home"
     home.mkdir(parents=True)
-    port = free_port()  # Flower 1.41 serves the Control, Fleet and Runtime APIs on one HTTP port
+    port = free_port()  # Flower 1.42 serves the Control, Fleet and Runtime APIs on one HTTP port
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
         f'address = "127.0.0.1:{port}"\ninsecure = true\n'

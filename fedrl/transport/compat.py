@@ -22,8 +22,8 @@ from fedrl.transport import pulls, simpoll, superlink, supernode
 
 log = logging.getLogger("fedrl")
 
-SUPPORTED_FLOWER = "1.41"
-"""The Flower release series the patches are written for: ``flwr[simulation]==1.41.*`` in pyproject.toml."""
+SUPPORTED_FLOWER = "1.42"
+"""The Flower release series the patches are written for: ``flwr[simulation]==1.42.*`` in pyproject.toml."""
 
 
 @dataclass(frozen=True)

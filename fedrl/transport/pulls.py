@@ -1,6 +1,6 @@
 """Shorter retry waits for Flower's object pulls.
 
-A Flower 1.41 message travels as a small header plus its objects (the arrays), and
+A Flower 1.42 message travels as a small header plus its objects (the arrays), and
 the header can be seen before its objects have arrived: the ServerApp pushes the
 header to the SuperLink first, and a SuperNode stores it before it has pulled the
 objects. Whoever pulls in between gets "object unavailable" and retries after 1 s,

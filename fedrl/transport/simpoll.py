@@ -1,6 +1,6 @@
 """Shorter message polling in Flower's simulation engine.
 
-Flower 1.41's simulation runtime moves instructions from its state to the ClientApp
+Flower 1.42's simulation runtime moves instructions from its state to the ClientApp
 workers in a thread that polls every 100 ms (``vce_api.add_messages_to_queue``).
 A PPO round makes dozens of small exchanges, so that poll alone costs ~90 ms per
 exchange. The ServerApp module is imported before the runtime starts that thread,
@@ -8,7 +8,15 @@ so :func:`install` swaps in the same loop with an adaptive wait: 0.5 ms after it
 moved a message, doubling while idle up to ``max_wait_s`` (default 2 ms,
 ``sim-poll-max-ms``). After 50 ms without messages (a rollout phase, say) the wait
 may grow to 20 ms, so the poll does not steal the CPU the clients are using.
-``sim-poll-max-ms = 0`` restores Flower's fixed 100 ms. Applied through
+``sim-poll-max-ms = 0`` restores Flower's fixed 100 ms.
+
+Flower's loop also asks the state for each node in turn, and the in-memory state answers
+each question by checking every stored instruction (its TTL and federation), so one
+pass costs nodes × instructions checks: with 1,000 clients a million per poll, which
+made a round take minutes. :func:`take_undelivered` does the pass once: it checks the
+undelivered instructions together and hands out at most one per node, as Flower's
+``limit=1`` does, marking them delivered under the state's lock. A state without the
+in-memory state's attributes is asked node by node, as Flower does. Applied through
 :mod:`fedrl.transport.compat` (patch ``sim-poll``), on the Flower release it names only.
 """
 
@@ -36,15 +44,40 @@ def set_max_wait(seconds: float) -> None:
     _settings["max_wait_s"] = seconds
 
 
+def take_undelivered(state: Any, nodes: Any) -> list[Any]:
+    """The next undelivered instruction of each node in ``nodes`` (at most one each), marked delivered."""
+    store, lock = getattr(state, "message_ins_store", None), getattr(state, "lock", None)
+    if store is None or lock is None or not hasattr(state, "_check_stored_messages"):
+        return [msg for node_id in nodes for msg in state.get_message_ins(node_id=node_id, limit=1)]
+    from flwr.supercore.date import now
+
+    with lock:
+        pending = [msg_id for msg_id, msg in list(store.items())
+                   if msg.metadata.delivered_at == "" and msg.metadata.dst_node_id in nodes]
+        if not pending:
+            return []
+        # Drops expired instructions and those whose nodes left the federation, as get_message_ins does.
+        state._check_stored_messages(set(pending))
+        taken, served = [], set()
+        for msg_id in pending:
+            msg = store.get(msg_id)
+            if msg is not None and msg.metadata.dst_node_id not in served:
+                served.add(msg.metadata.dst_node_id)
+                taken.append(msg)
+        delivered_at = now().isoformat()
+        for msg in taken:
+            msg.metadata.delivered_at = delivered_at
+    return taken
+
+
 def _add_messages_to_queue(state: Any, queue: Queue, nodes_mapping: Any, f_stop: threading.Event) -> None:
     wait = MIN_WAIT_S
     last_moved = time.monotonic()
     while not f_stop.is_set():
         moved = False
-        for node_id in nodes_mapping.keys():
-            for msg in state.get_message_ins(node_id=node_id, limit=1):
-                queue.put(msg)
-                moved = True
+        for msg in take_undelivered(state, nodes_mapping):
+            queue.put(msg)
+            moved = True
         if _settings["max_wait_s"] <= 0:
             f_stop.wait(STOCK_WAIT_S)
             continue

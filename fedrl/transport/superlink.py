@@ -1,7 +1,7 @@
 """``fedrl-superlink``'s patches: Flower's SuperLink with less work per request.
 
-A sync gradient exchange on a deployment is dozens of small requests, and Flower 1.41
-passes each through nine Starlette middleware layers and answers an empty poll at once.
+A sync gradient exchange on a deployment is dozens of small requests, and Flower 1.42
+passes each through eight Starlette middleware layers (1.41 had nine) and answers an empty poll at once.
 Three patches (each applied through :mod:`fedrl.transport.compat`):
 
 * ``superlink-middleware``: a layer is stepped over for a request exactly when its own
@@ -18,7 +18,6 @@ Why each was needed and what it bought: ``docs/transport.md``.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -42,9 +41,8 @@ MAX_HELD = 16
 def pass_through_rules() -> dict[type, Callable[[Any], bool]]:
     """Each skippable middleware class, and when (given the request) its ``dispatch`` only calls the next layer.
 
-    Each predicate restates the condition at the top of that class's ``dispatch`` in Flower 1.41.
+    Each predicate restates the condition at the top of that class's ``dispatch`` in Flower 1.42.
     """
-    from flwr.supercore.routers.runtime.tracing import RuntimeTracingMiddleware
     from flwr.superlink.routers.control import middlewares as control
     from flwr.superlink.routers.fleet.middlewares import FleetEventLogMiddleware
     from flwr.superlink.routers.fleet.node_auth import NodeAuthMiddleware
@@ -60,7 +58,6 @@ def pass_through_rules() -> dict[type, Callable[[Any], bool]]:
         control.ControlAuthenticationMiddleware: not_control,
         control.ControlLicenseMiddleware: not_control,
         control.ControlEventLogMiddleware: not_control,
-        RuntimeTracingMiddleware: lambda r: os.getenv("FLWR_TRACING_ENABLED") != "1",
         NodeAuthMiddleware: not_fleet,
         FleetEventLogMiddleware: lambda r: not_fleet(r) or getattr(r.app.state, "fleet_event_log_plugin", None) is None,
     }

@@ -1,6 +1,6 @@
 """``fedrl-supernode``'s patches: Flower's SuperNode for RL's many small messages.
 
-Flower 1.41's SuperNode sleeps 3 s after an empty pull and 0.5 s at a time while its
+Flower 1.42's SuperNode sleeps 3 s after an empty pull and 0.5 s at a time while its
 ClientApp works, and starts a fresh ``flwr-clientapp`` process per message; a PPO round
 pays that once per minibatch exchange. Two patches (applied through
 :mod:`fedrl.transport.compat`):

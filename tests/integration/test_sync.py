@@ -311,3 +311,20 @@ def test_evaluate_records_a_video_of_each_episode(tmp_outdir, tmp_path, capsys):
     assert files == ["CartPole-v1-episode-0.mp4", "CartPole-v1-episode-1.mp4"]
     assert all((videos / f).stat().st_size > 1000 for f in files)
     assert f"videos in {videos}" in capsys.readouterr().out
+
+
+def test_fraction_train_samples_the_clients_of_each_round_and_repeats(tmp_outdir):
+    server, rows = train(tmp_outdir, partitions=6, **{"fraction-train": 0.5, "num-server-rounds": 4})
+    assert [int(r["clients"]) for r in rows] == [3, 3, 3, 3]
+    trained = [sorted({int(c["partition_id"]) for c in read_csv(f"{server.recorder.path}/clients.csv")
+                       if int(c["round"]) == r}) for r in range(1, 5)]
+    assert all(len(t) == 3 for t in trained)
+    assert len({tuple(t) for t in trained}) > 1  # not the same three every round
+    again, _ = train(tmp_outdir, partitions=6, **{"fraction-train": 0.5, "num-server-rounds": 4})
+    for k, v in server.state.model.state_dict().items():
+        torch.testing.assert_close(v, again.state.model.state_dict()[k], rtol=0, atol=0)
+
+
+def test_fraction_train_keeps_at_least_min_replies(tmp_outdir):
+    _, rows = train(tmp_outdir, partitions=4, **{"fraction-train": 0.1, "min-replies": 2})
+    assert [int(r["clients"]) for r in rows] == [2, 2]

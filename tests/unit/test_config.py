@@ -83,6 +83,8 @@ def test_presets_are_valid():
         ("device", "tpu", "cpu"),
         ("reply-timeout", 0.0, "> 0"),
         ("min-replies", 0, ">= 1"),
+        ("fraction-train", 0.0, "a fraction in (0, 1]"),
+        ("fraction-train", 1.5, "a fraction in (0, 1]"),
         ("sim-poll-max-ms", -1.0, ">= 0"),
         ("normalize-reward", "yes", "true or false"),
         ("agregator", "rweighted", "one of"),
@@ -118,6 +120,7 @@ def test_paper_environments_are_installed(env_id):
     ({"robust-rule": "fedpg-br", "aggregator": "fedavg"}, "robust-rule", "a gradient aggregator"),
     ({"robust-rule": "median", "aggregator": "a3c"}, "robust-rule", "synchronous aggregators only"),
     ({"resume-from": "/tmp/x", "aggregator": "impala"}, "resume-from", "synchronous aggregators only"),
+    ({"fraction-train": 0.5, "aggregator": "rennala-nigt"}, "fraction-train", "whichever clients are free"),
 ])
 def test_settings_that_do_not_go_together_name_the_key(rc, key, fragment):
     with pytest.raises(ConfigError) as info:

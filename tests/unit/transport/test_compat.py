@@ -24,8 +24,8 @@ def test_the_gate_is_the_flwr_pin():
     assert re.fullmatch(r"flwr\[simulation\]==" + re.escape(compat.SUPPORTED_FLOWER) + r"\.\*", pin), pin
     assert compat.unsupported_reason() is None  # the installed Flower is the pinned one
     assert compat.unsupported_reason(compat.SUPPORTED_FLOWER + ".7") is None
-    assert "Flower 1.42.0 is installed" in compat.unsupported_reason("1.42.0")
-    assert compat.unsupported_reason(compat.SUPPORTED_FLOWER + "1.0") is not None  # 1.411 is not 1.41
+    assert "Flower 1.43.0 is installed" in compat.unsupported_reason("1.43.0")
+    assert compat.unsupported_reason(compat.SUPPORTED_FLOWER + "1.0") is not None  # 1.421 is not 1.42
 
 
 def test_every_package_a_patch_reaches_into_is_declared_with_its_checked_versions():

@@ -7,6 +7,7 @@ import time
 from queue import Queue
 from types import SimpleNamespace
 
+import pytest
 from flwr.server.superlink.fleet.vce import vce_api
 
 from fedrl.transport import simpoll
@@ -112,3 +113,50 @@ def test_zero_keeps_flowers_fixed_100ms_wait():
     state, queue = run_loop(0.0, 0.05)
     assert queue.qsize() == 2  # one poll so far: one message per node, "b" waits for the next
     assert state.calls == 2
+
+
+@pytest.fixture
+def link_state(monkeypatch):
+    """Flower's in-memory LinkState with a run, 3 simulated nodes and a Grid on it, as the simulation engine builds them."""
+    from dataclasses import replace
+
+    from flwr.proto.task_pb2 import Task
+    from flwr.server.superlink.linkstate import LinkStateFactory
+    from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.superlink.federation import NoOpFederationManager
+    from flwr.superlink.grid import InMemoryGrid
+
+    factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory())
+    state = factory.state()
+    run = replace(Run.create_empty(7), primary_task_id=70, federation_id=NOOP_FEDERATION_ID)
+    state.run_ids[7] = RunRecord(run=run)
+    state.task_store[70] = Task(task_id=70, run_id=7)
+    for key, value in (("_run_id", 7), ("_task_id", 70), ("_node_id", 1)):
+        monkeypatch.setattr(TaskIdentity, key, value)
+    nodes = vce_api._register_nodes(3, factory)
+    grid = InMemoryGrid(state_factory=factory)
+    grid.set_run(run)
+    return state, nodes, grid
+
+
+def test_one_pass_hands_out_one_instruction_per_node_as_flower_does(link_state):
+    from flwr.app import Message, RecordDict
+
+    state, nodes, grid = link_state
+    first, second, third = nodes
+    ids = list(grid.push_messages([Message(RecordDict(), dst_node_id=n, message_type="train")
+                                   for n in (first, second, third, first)]))
+    expired = ids[2]
+    state.message_ins_store[expired].metadata.__dict__["_created_at"] -= 10 * state.message_ins_store[expired].metadata.ttl
+
+    taken = simpoll.take_undelivered(state, nodes)
+    # One per node (the expired one dropped, as Flower's get_message_ins drops it), each marked delivered.
+    assert sorted(m.metadata.message_id for m in taken) == sorted([ids[0], ids[1]])
+    assert all(m.metadata.delivered_at for m in taken) and expired not in state.message_ins_store
+    assert [m.metadata.message_id for m in simpoll.take_undelivered(state, nodes)] == [ids[3]]
+    assert simpoll.take_undelivered(state, nodes) == []
+    assert all(state.get_message_ins(node_id=n, limit=1) == [] for n in nodes)  # Flower agrees: all delivered

@@ -9,7 +9,6 @@ import pytest
 from flwr.proto.fleet_pb2 import PullMessagesResponse
 from flwr.proto.message_pb2 import Message as MessageProto
 from flwr.proto.message_pb2 import PullObjectResponse
-from flwr.supercore.routers.runtime.tracing import RuntimeTracingMiddleware
 from flwr.superlink.routers.control import middlewares as control
 from flwr.superlink.routers.fleet.middlewares import FleetEventLogMiddleware
 from flwr.superlink.routers.fleet.node_auth import NodeAuthMiddleware
@@ -35,7 +34,6 @@ CASES = {
     control.ControlAuthenticationMiddleware: (FLEET, CONTROL, {}),
     control.ControlLicenseMiddleware: (RUNTIME, CONTROL, {}),
     control.ControlEventLogMiddleware: (FLEET, CONTROL, {}),
-    RuntimeTracingMiddleware: (RUNTIME, RUNTIME, {"env": "1"}),
     NodeAuthMiddleware: (RUNTIME, FLEET, {}),
     FleetEventLogMiddleware: (FLEET, FLEET, {"plugin": object()}),
 }
@@ -71,15 +69,12 @@ def _client(cls: type, seen: list, monkeypatch: pytest.MonkeyPatch) -> TestClien
 @pytest.mark.parametrize("cls", list(CASES), ids=lambda c: c.__name__)
 def test_a_layer_is_skipped_exactly_when_it_has_nothing_to_do(cls, patched):
     idle, busy, settings = CASES[cls]
-    patched.delenv("FLWR_TRACING_ENABLED", raising=False)
     seen: list[str] = []
     client = _client(cls, seen, patched)
 
     assert client.request(*idle).text == "ok"
     assert seen == [], f"{cls.__name__} ran for {idle}"
 
-    if "env" in settings:
-        patched.setenv("FLWR_TRACING_ENABLED", settings["env"])
     if "plugin" in settings:
         client.app.state.fleet_event_log_plugin = settings["plugin"]
     assert client.request(*busy).text == "ok"
