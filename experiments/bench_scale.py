@@ -6,7 +6,7 @@ runs ``flwr run`` in Flower's simulation engine (``client-resources-num-cpus=1``
 ClientApp worker per core). Peak memory is the largest sum, over every process the run's
 SuperLink started (engine, workers, Ray's own) and ``flwr run`` itself, of the
 proportional set size (PSS: a page shared by n processes counts 1/n in each), sampled
-every 0.2 s. A straight line fitted to the steady rounds' seconds against their total env
+every second. A straight line fitted to the steady rounds' seconds against their total env
 steps gives the fixed cost of a round (its intercept) and the cost per env step.
 
     python -m experiments.bench_scale [--clients 10 100 1000] [--rounds 4] [--steps 200]
@@ -68,7 +68,7 @@ def tree_pss(root: int) -> int:
 class PeakMemory:
     """Samples the summed PSS of a process tree (this process's) in a thread; ``peak`` is the largest sample."""
 
-    def __init__(self, root: int, every_s: float = 0.2) -> None:
+    def __init__(self, root: int, every_s: float = 1.0) -> None:
         self.root, self.every_s, self.peak = root, every_s, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -68,23 +68,25 @@ class FedRLConfig:
     """Task: a gymnasium id (Box observations; Discrete or Box actions); "pkg.module:Env-v0" imports pkg.module first."""
     aggregator: str = "baseline-sum"
     """Rule: "baseline-sum", "baseline-avg", "rweighted", "lweighted", "fedavg", "fedprox", or async (README)."""
-    num_server_rounds: int = 30
+    # The defaults below are the CartPole preset's learning settings (short rollouts, many
+    # small Adam steps), so a plain `flwr run .` learns: see the README's Quickstart.
+    num_server_rounds: int = 80
     """Rounds; each is one rollout phase followed by the update exchanges."""
-    min_steps: int = 2000
+    min_steps: int = 500
     """Each client plays until it has at least min-episodes finished episodes AND min-steps steps."""
-    min_episodes: int = 2
+    min_episodes: int = 1
     """Finished episodes each client plays per round, at least (see min-steps)."""
     num_envs_per_client: int = 1
     """Environments per client, stepped together so one batched policy forward serves them all."""
-    update_epochs: int = 4
+    update_epochs: int = 10
     """PPO epochs over the round's rollout; each epoch is num-minibatches gradient exchanges."""
     num_minibatches: int = 4
     """Minibatches each client splits its rollout into, per epoch."""
     server_optimizer: str = "adam"
     """Optimizer the server applies the combined gradient with: "adam" or "sgd"."""
-    server_lr: float = 2.5e-4
+    server_lr: float = 2.5e-3
     """Learning rate of the server optimizer."""
-    client_lr: float = 2.5e-4
+    client_lr: float = 2.5e-3
     """Learning rate of the clients' local Adam (fedavg/fedprox only)."""
     gamma: float = 0.99
     """Discount factor."""

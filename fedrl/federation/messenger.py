@@ -10,6 +10,7 @@ from flwr.serverapp import Grid
 
 from fedrl.federation.identity import Identities
 from fedrl.federation.protocol import ROLLOUT
+from fedrl.transport import simpoll
 from fedrl.transport.exchange import POLL_MAX_S, ROLLOUT_POLL_MAX_S, exchange
 from fedrl.transport.waits import ExpectedWait
 
@@ -25,6 +26,7 @@ class Messenger:
         self.identities = Identities()
         # Reply times differ by kind (a rollout takes seconds, a gradient milliseconds).
         self.reply_waits: dict[str, ExpectedWait] = {}
+        self.wake = simpoll.reply_signal(grid)
 
     def wait_for_nodes(self, timeout_s: float = 120.0) -> list[int]:
         """The connected nodes, sorted; waits for the first to connect."""
@@ -62,7 +64,7 @@ class Messenger:
         start = time.perf_counter()
         poll = ROLLOUT_POLL_MAX_S if kind == ROLLOUT else POLL_MAX_S
         replies, missing = exchange(self.grid, messages, poll, self.reply_timeout,
-                                    self.reply_waits.setdefault(kind, ExpectedWait()))
+                                    self.reply_waits.setdefault(kind, ExpectedWait()), self.wake)
         seconds = time.perf_counter() - start
         who = [self.who(node) for node in missing]
         if who:

@@ -170,9 +170,39 @@ def array_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def to_numpy(array: Array) -> np.ndarray:
+    """``array.numpy()``, without reading the .npy header through ``ast`` when the Array's own fields say it all.
+
+    Flower stores a numpy Array as ``np.save`` bytes. ``np.load`` parses their header
+    with ``ast.literal_eval``, which costs more than copying a small model's parameters,
+    and a round decodes dozens of Arrays on each side. The header is only checked to
+    agree with the Array's dtype (byte order included) and C order; anything else, or
+    too few bytes for the shape, goes through ``np.load`` (which raises on bad data).
+    """
+    data = array.data
+    if array.stype != "numpy.ndarray" or not isinstance(data, bytes) or data[:6] != NPY_MAGIC or data[6] not in (1, 2):
+        return array.numpy()
+    width = 2 if data[6] == 1 else 4
+    start = 8 + width
+    header = data[start:start + int.from_bytes(data[8:start], "little")]
+    try:
+        dtype = np.dtype(array.dtype)
+    except TypeError:
+        return array.numpy()
+    count = math.prod(array.shape)
+    offset = start + len(header)
+    if dtype.hasobject or f"'descr': '{dtype.str}'".encode() not in header or b"'fortran_order': False" not in header \
+            or len(data) - offset != count * dtype.itemsize:
+        return array.numpy()
+    return np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(array.shape).copy()
+
+
 def numpy_state(record: ArrayRecord) -> dict[str, np.ndarray]:
     """An ArrayRecord as a name -> ndarray dict."""
-    return {k: v.numpy() for k, v in record.items()}
+    return {k: to_numpy(v) for k, v in record.items()}
 
 
 def layout(arrays: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, tuple[int, ...]]:
@@ -199,7 +229,7 @@ def unpack(record: ArrayRecord | None, name: str, reference: Mapping[str, tuple[
         raise InvalidReply(f"missing array record {name!r}")
     if set(record.keys()) != {PACKED}:
         raise InvalidReply(f"{name!r} must hold one packed array {PACKED!r}, got keys {sorted(record.keys())}")
-    flat = record[PACKED].numpy()
+    flat = to_numpy(record[PACKED])
     sizes = [int(np.prod(shape)) for shape in reference.values()]
     if flat.ndim != 1 or flat.size != sum(sizes):
         raise InvalidReply(f"{name!r} holds {flat.size} values (shape {tuple(flat.shape)}), expected {sum(sizes)} "

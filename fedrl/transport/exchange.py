@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -22,8 +23,17 @@ POLL_MAX_S = 0.002
 ROLLOUT_POLL_MAX_S = 0.02
 
 
+class Wake(Protocol):
+    """Something that says when a reply may have arrived (:class:`fedrl.transport.simpoll.StoreSignal`)."""
+
+    def mark(self) -> int: ...
+
+    def wait(self, mark: int, timeout: float) -> None: ...
+
+
 def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S,
-             timeout_s: float | None = None, expected: ExpectedWait | None = None) -> tuple[list[Message], list[int]]:
+             timeout_s: float | None = None, expected: ExpectedWait | None = None,
+             wake: Wake | None = None) -> tuple[list[Message], list[int]]:
     """Push ``messages`` and pull their replies, polling briefly, for at most ``timeout_s``.
 
     Returns the replies and the destination nodes that did not reply in time. Only
@@ -31,9 +41,10 @@ def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S
     never mistaken for a reply to this one. Gradient exchanges poll up to 2 ms apart;
     rollouts, which take seconds, use a longer ``max_poll_s`` so the server does not take
     CPU from the clients. With ``expected``, the first poll waits for most of the usual
-    reply time, which this exchange then updates. On ``fedrl-superlink`` a pull that finds
-    nothing is held until a reply is pushed (:mod:`fedrl.transport.superlink`), so it may
-    return up to 0.5 s past ``timeout_s``.
+    reply time, which this exchange then updates. With ``wake`` (the simulation engine's
+    in-process state) there is no such sleep: each wait between pulls ends when a reply is
+    stored. On ``fedrl-superlink`` a pull that finds nothing is held until a reply is pushed
+    (:mod:`fedrl.transport.superlink`), so it may return up to 0.5 s past ``timeout_s``.
     """
     ids = list(grid.push_messages(messages))
     pushed = time.monotonic()
@@ -44,12 +55,13 @@ def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S
     deadline = None if timeout_s is None else pushed + timeout_s
     delay = POLL_START_S
     nap = polls = 0
-    if expected is not None and pending:
+    if expected is not None and pending and wake is None:
         nap = expected.first_sleep() if timeout_s is None else min(expected.first_sleep(), timeout_s)
         time.sleep(nap)
     while pending:
         polled = time.monotonic()
         polls += 1
+        mark = wake.mark() if wake is not None else 0
         got = list(grid.pull_messages(pending))
         for msg in got:
             msg_id = msg.metadata.reply_to_message_id
@@ -66,7 +78,10 @@ def exchange(grid: Grid, messages: list[Message], max_poll_s: float = POLL_MAX_S
         if deadline is not None and time.monotonic() >= deadline:
             break
         if pending and not got:
-            time.sleep(delay)
+            if wake is not None:
+                wake.wait(mark, delay)
+            else:
+                time.sleep(delay)
             delay = min(2 * delay, max_poll_s)
         elif got:
             delay = POLL_START_S

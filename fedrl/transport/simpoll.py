@@ -10,6 +10,11 @@ moved a message, doubling while idle up to ``max_wait_s`` (default 2 ms,
 may grow to 20 ms, so the poll does not steal the CPU the clients are using.
 ``sim-poll-max-ms = 0`` restores Flower's fixed 100 ms.
 
+A wait also ends as soon as a message is stored: :func:`install` makes the in-memory
+state count every instruction and reply it stores (:class:`StoreSignal`), the poll loop
+waits for the next instruction, and the ServerApp, which runs in the same process, waits
+for the next reply (:func:`reply_signal`) instead of sleeping between pulls.
+
 Flower's loop also asks the state for each node in turn, and the in-memory state answers
 each question by checking every stored instruction (its TTL and federation), so one
 pass costs nodes × instructions checks: with 1,000 clients a million per poll, which
@@ -37,6 +42,55 @@ LONG_IDLE_WAIT_S = 0.02
 _settings = {"max_wait_s": 0.002}
 # Flower's own loop, kept when it is replaced (tests run both).
 flower_loop: Any = None
+
+
+class StoreSignal:
+    """A count of the messages of one kind stored in the engine's state; a thread can wait for the next."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.count = 0
+
+    def bump(self) -> None:
+        """One more message stored: wake every waiter."""
+        with self._cond:
+            self.count += 1
+            self._cond.notify_all()
+
+    def mark(self) -> int:
+        """The count now; :meth:`wait` returns once it has moved past it."""
+        return self.count
+
+    def wait(self, mark: int, timeout: float) -> None:
+        """Wait until a message was stored after :meth:`mark` returned ``mark``, or ``timeout`` seconds."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.count != mark, timeout)
+
+
+instructions = StoreSignal()
+replies = StoreSignal()
+
+
+def _signalling(store: Any, signal: str) -> Any:
+    def stored(self: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
+        message_id = store(self, message, *args, **kwargs)
+        if message_id is not None:
+            globals()[signal].bump()
+        return message_id
+
+    stored.__wrapped__ = store  # type: ignore[attr-defined]
+    return stored
+
+
+def reply_signal(grid: Any) -> StoreSignal | None:
+    """The signal of replies stored in ``grid``'s state, if it is the simulation engine's in-process state."""
+    from flwr.superlink.grid import InMemoryGrid
+
+    if not isinstance(grid, InMemoryGrid):
+        return None
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+
+    return replies if hasattr(InMemoryLinkState.store_message_res, "__wrapped__") else None
 
 
 def set_max_wait(seconds: float) -> None:
@@ -75,6 +129,7 @@ def _add_messages_to_queue(state: Any, queue: Queue, nodes_mapping: Any, f_stop:
     last_moved = time.monotonic()
     while not f_stop.is_set():
         moved = False
+        mark = instructions.mark()
         for msg in take_undelivered(state, nodes_mapping):
             queue.put(msg)
             moved = True
@@ -89,14 +144,18 @@ def _add_messages_to_queue(state: Any, queue: Queue, nodes_mapping: Any, f_stop:
             if now - last_moved > LONG_IDLE_S:
                 cap = max(cap, LONG_IDLE_WAIT_S)
             wait = min(2 * wait, cap)
-        f_stop.wait(wait)
+        instructions.wait(mark, wait)
 
 
 def install() -> None:
     """Replace the simulation engine's poll loop (it must run before the engine starts its thread)."""
     global flower_loop
     from flwr.server.superlink.fleet.vce import vce_api
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
 
     if vce_api.add_messages_to_queue is not _add_messages_to_queue:
         flower_loop = vce_api.add_messages_to_queue
     vce_api.add_messages_to_queue = _add_messages_to_queue
+    for name, signal in (("store_message_ins", "instructions"), ("store_message_res", "replies")):
+        if not hasattr(getattr(InMemoryLinkState, name), "__wrapped__"):
+            setattr(InMemoryLinkState, name, _signalling(getattr(InMemoryLinkState, name), signal))

@@ -66,7 +66,7 @@ def test_presets_are_valid():
         ("weight-floor-h", -1.0, "0 (the number of replies) or a number >= 1"),
         ("weight-floor-h", 1e-30, "0 (the number of replies) or a number >= 1"),
         ("clip-coef", 0.0, "a number > 0"),
-        ("num-minibatches", 3000, "at most min-steps = 2000"),
+        ("num-minibatches", 3000, "at most min-steps = 500"),
         ("grad-norm-screen", 0.5, "0 (off) or a number >= 1"),
         ("robust-rule", "mean", "one of \"none\", \"median\""),
         ("attack", "flip", "one of \"none\", \"sign-flip\""),

@@ -19,6 +19,7 @@ from fedrl.federation.protocol import (
     parse_update_reply,
     stats_from_records,
     stats_to_records,
+    to_numpy,
     unpack,
 )
 from fedrl.federation.protocol import update_reply as update_reply_of
@@ -52,6 +53,24 @@ def test_pack_is_one_array_and_unpack_restores_names_shapes_and_values():
 def test_unpack_rejects_what_does_not_match_the_model(record, match):
     with pytest.raises(InvalidReply, match=match):
         unpack(record, "grads", layout(ARRAYS))
+
+
+@pytest.mark.parametrize("value", [
+    np.random.default_rng(0).standard_normal(9155).astype(np.float32),
+    np.arange(12, dtype=np.int64).reshape(3, 4), np.zeros((0, 4)), np.array(3.5), np.array([True, False]),
+    np.asfortranarray(np.arange(12.0).reshape(3, 4)), np.arange(4, dtype=">f8"),
+])
+def test_to_numpy_reads_what_array_numpy_reads(value):
+    out = to_numpy(Array(value))
+    assert out.dtype == Array(value).numpy().dtype and out.shape == value.shape and np.array_equal(out, value)
+    assert out.flags.writeable
+
+
+def test_to_numpy_refuses_bytes_that_do_not_fit_the_shape():
+    array = Array(np.arange(6.0))
+    array.data = array.data[:-8]  # one float64 short
+    with pytest.raises(ValueError):
+        to_numpy(array)
 
 
 def test_stats_round_trip_and_negative_m2_is_rejected():

@@ -72,3 +72,31 @@ def test_exchange_nap_never_outlasts_the_reply_timeout(monkeypatch):
     replies, missing = exchange(_Grid(clock, ready_at=100.0), _messages(), timeout_s=0.5, expected=expected)
     assert replies == [] and missing == [1, 2]
     assert clock.now < 0.6
+
+
+class _Wake:
+    """A reply signal on the fake clock: a wait ends when the replies are stored (``ready_at``), or at its timeout."""
+
+    def __init__(self, clock: _Clock, ready_at: float) -> None:
+        self.clock, self.ready_at, self.waits = clock, ready_at, []
+
+    def mark(self) -> int:
+        return int(self.clock.now >= self.ready_at)
+
+    def wait(self, mark: int, timeout: float) -> None:
+        self.waits.append(timeout)
+        stored = self.ready_at if mark == 0 else float("inf")
+        self.clock.now = min(self.clock.now + timeout, max(self.clock.now, stored))
+
+
+def test_with_a_reply_signal_the_exchange_never_sleeps_blind_and_pulls_when_replies_are_stored(monkeypatch):
+    clock = _Clock(pull_s=0.0)
+    monkeypatch.setattr(exchange_module, "time", clock)
+    expected = ExpectedWait(warmup=0)
+    expected.observe(1.0)  # without the signal it would sleep 0.8 s before its first pull
+    grid = _Grid(clock, ready_at=0.0103)
+    wake = _Wake(clock, ready_at=0.0103)
+    replies, missing = exchange(grid, _messages(), expected=expected, wake=wake)
+    assert len(replies) == 2 and missing == []
+    assert grid.pulls[0] == 0.0  # no blind sleep
+    assert grid.pulls[-1] == pytest.approx(0.0103)  # pulled the moment the replies were stored

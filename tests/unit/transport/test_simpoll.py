@@ -63,10 +63,22 @@ class FlowerState(FakeState):
         self.stored.append(message)
 
 
-def drive_flowers_engine() -> tuple[FlowerState, list[float]]:
+class RecordingSignal(simpoll.StoreSignal):
+    """The instruction signal, its waits recorded by the stop event instead of waited."""
+
+    def __init__(self, stop: RecordingStop) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def wait(self, mark: int, timeout: float) -> None:
+        self.stop.wait(timeout)
+
+
+def drive_flowers_engine(monkeypatch) -> tuple[FlowerState, list[float]]:
     """Flower's ``run_api`` with one node, a backend that answers at once, and a recording stop event."""
     state = FlowerState()
     stop = RecordingStop(state, waits=8)
+    monkeypatch.setattr(simpoll, "instructions", RecordingSignal(stop))
     backend = SimpleNamespace(num_workers=1, build=lambda app_fn: None, terminate=lambda: None,
                               process_message=lambda msg, ctx: (SimpleNamespace(metadata=SimpleNamespace()), ctx))
     store = SimpleNamespace(retrieve_context=lambda run_id: "ctx", update_context=lambda run_id, context: None)
@@ -78,12 +90,12 @@ def drive_flowers_engine() -> tuple[FlowerState, list[float]]:
 def test_install_replaces_the_engines_poll_loop(monkeypatch):
     # Flower's own loop, even if importing the ServerApp elsewhere in this process replaced it.
     monkeypatch.setattr(vce_api, "add_messages_to_queue", simpoll.flower_loop or vce_api.add_messages_to_queue)
-    state, stock = drive_flowers_engine()
+    state, stock = drive_flowers_engine(monkeypatch)
     assert len(state.stored) == 1 and set(stock) == {0.1}  # Flower's loop: 100 ms between polls
 
     simpoll.install()
     simpoll.set_max_wait(0.002)
-    state, waits = drive_flowers_engine()
+    state, waits = drive_flowers_engine(monkeypatch)
     # The instruction went through Flower's worker and back into the state, with short waits:
     # doubling from 0.5 ms while idle, back to 0.5 ms once a message moved, never above 2 ms.
     assert len(state.stored) == 1
@@ -107,6 +119,26 @@ def test_moves_every_message_quickly():
     state, queue = run_loop(0.002, 0.05)
     assert sorted(queue.get_nowait() for _ in range(3)) == ["a", "b", "c"]
     assert state.calls > 20  # polled many times in 50 ms
+
+
+def test_a_stored_instruction_ends_the_wait_at_once():
+    simpoll.set_max_wait(1.0)  # a poll a second at most, were it not woken
+    state, queue, stop = FakeState({1: []}), Queue(), threading.Event()
+    th = threading.Thread(target=simpoll._add_messages_to_queue, args=(state, queue, {1: 0}, stop))
+    th.start()
+    try:
+        time.sleep(0.1)  # the loop is idle, waiting
+        state.pending[1].append("a")
+        stored = time.monotonic()
+        simpoll.instructions.bump()  # what the patched state does when an instruction is stored
+        assert queue.get(timeout=0.5) == "a"
+        assert time.monotonic() - stored < 0.1
+    finally:
+        stop.set()
+        simpoll.instructions.bump()
+        th.join(timeout=2)
+        simpoll.set_max_wait(0.002)
+    assert not th.is_alive()
 
 
 def test_zero_keeps_flowers_fixed_100ms_wait():
@@ -160,3 +192,21 @@ def test_one_pass_hands_out_one_instruction_per_node_as_flower_does(link_state):
     assert [m.metadata.message_id for m in simpoll.take_undelivered(state, nodes)] == [ids[3]]
     assert simpoll.take_undelivered(state, nodes) == []
     assert all(state.get_message_ins(node_id=n, limit=1) == [] for n in nodes)  # Flower agrees: all delivered
+
+
+def test_the_engines_state_signals_each_stored_instruction_and_reply(link_state):
+    from flwr.app import Message, RecordDict
+
+    simpoll.install()
+    state, nodes, grid = link_state
+    assert simpoll.reply_signal(grid) is simpoll.replies
+    assert simpoll.reply_signal(SimpleNamespace()) is None  # a deployment's grid: sleep between pulls
+    before = simpoll.instructions.mark()
+    grid.push_messages([Message(RecordDict(), dst_node_id=next(iter(nodes)), message_type="train")])
+    assert simpoll.instructions.mark() == before + 1
+    (instruction,) = simpoll.take_undelivered(state, nodes)
+    reply = Message(RecordDict(), reply_to=instruction)
+    reply.metadata.__dict__["_message_id"] = reply.object_id
+    before = simpoll.replies.mark()
+    state.store_message_res(reply)
+    assert simpoll.replies.mark() == before + 1
