@@ -54,6 +54,7 @@ from fedrl.federation.resume import (
 )
 from fedrl.rl.global_model import GlobalModel
 from fedrl.runtime import resolve_device
+from fedrl.transport import simpoll
 
 log = logging.getLogger("fedrl")
 
@@ -252,7 +253,9 @@ class SyncScheduler:
     def _check_parallel(self, rollouts: list[RolloutResult], seconds: float) -> None:
         """Once, at the second rollout phase of this process (the first pays for start-up): did the clients overlap?"""
         self.rounds_here += 1
-        if self.rounds_here == 2:
+        # Only the simulation engine decides how many clients run at once; the in-process
+        # grid runs them one after the other by design, a deployment one per SuperNode.
+        if self.rounds_here == 2 and simpoll.in_simulation_engine(self.messenger.grid):
             warning = serial_clients_warning(rollouts, seconds, os.cpu_count())
             if warning:
                 log.warning(warning)

@@ -82,11 +82,16 @@ def _signalling(store: Any, signal: str) -> Any:
     return stored
 
 
-def reply_signal(grid: Any) -> StoreSignal | None:
-    """The signal of replies stored in ``grid``'s state, if it is the simulation engine's in-process state."""
+def in_simulation_engine(grid: Any) -> bool:
+    """Whether ``grid`` is the simulation engine's (in this process, on its in-memory state)."""
     from flwr.superlink.grid import InMemoryGrid
 
-    if not isinstance(grid, InMemoryGrid):
+    return isinstance(grid, InMemoryGrid)
+
+
+def reply_signal(grid: Any) -> StoreSignal | None:
+    """The signal of replies stored in ``grid``'s state, if it is the simulation engine's in-process state."""
+    if not in_simulation_engine(grid):
         return None
     from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
 
