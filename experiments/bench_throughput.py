@@ -7,9 +7,10 @@ the 2 clients play in a round, with the same PPO epochs, (c) the raw env with ra
 actions. Both (a) and (b) are timed from launch to exit, so start-up counts in the
 whole-run figures; steady state is the second half of the rounds. Per-round figures
 show where start-up ends. The default rounds make each simulation run about 3 minutes
-on a 2-core machine.
+on a 2-core machine. ``--aggregator fedavg`` makes a round one exchange of local epochs
+instead of 16 gradient exchanges; the single process is the same loop either way.
 
-    python -m experiments.bench_throughput [--envs CartPole-v1 HalfCheetah-v5] [--rounds N]
+    python -m experiments.bench_throughput [--envs CartPole-v1 HalfCheetah-v5] [--rounds N] [--aggregator NAME]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ CLIENTS = 2
 # A rollout of 2,000 steps per client and 4 epochs x 4 minibatches (16 gradient exchanges a
 # round): CleanRL's PPO shape, and the throughput workload of every earlier figure.
 WORKLOAD = {"min-steps": 2000, "min-episodes": 2, "update-epochs": 4, "num-minibatches": 4, "eval-episodes": 0}
-ROUNDS = {"CartPole-v1": 300, "HalfCheetah-v5": 70}
+ROUNDS = {"CartPole-v1": 300, "HalfCheetah-v5": 220}
 TARGETS = {"steady": 1.8, "whole": 1.5}
 
 
@@ -51,11 +52,12 @@ def raw_env_sps(env_id: str, steps: int = 20_000, seed: int = 0) -> float:
     return steps / elapsed
 
 
-def single_process(env_id: str, iterations: int) -> tuple[list[dict[str, float]], float]:
+def single_process(env_id: str, iterations: int, aggregator: str) -> tuple[list[dict[str, float]], float]:
     """``python -m fedrl.single`` for ``iterations`` of the 2 clients' steps; its rows and seconds from launch to exit."""
     with tempfile.TemporaryDirectory() as tmp:
         preset, rows_csv = Path(tmp) / "run.toml", Path(tmp) / "rows.csv"
-        preset.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in {"env-id": env_id, **WORKLOAD}.items()))
+        config = {"env-id": env_id, "aggregator": aggregator, **WORKLOAD}
+        preset.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in config.items()))
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "fedrl.single", "--run-config", str(preset), "--iterations",
                         str(iterations), "--steps-per-iteration", str(CLIENTS * WORKLOAD["min-steps"]),
@@ -109,17 +111,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=list(ROUNDS))
     parser.add_argument("--rounds", type=int, default=None, help="rounds per env (default: about 3 minutes each)")
+    parser.add_argument("--aggregator", default="baseline-sum")
     args = parser.parse_args()
     print(f"{CLIENTS} clients in Flower's simulation engine (client-resources-num-cpus=1) against the single-process "
-          f"loop; per round {CLIENTS} x {WORKLOAD['min-steps']} steps, {WORKLOAD['update-epochs']} epochs x "
-          f"{WORKLOAD['num-minibatches']} minibatches")
+          f"loop; aggregator {args.aggregator}; per round {CLIENTS} x {WORKLOAD['min-steps']} steps, "
+          f"{WORKLOAD['update-epochs']} epochs x {WORKLOAD['num-minibatches']} minibatches")
     for env_id in args.envs:
         rounds = args.rounds or ROUNDS.get(env_id, 100)
-        config = {"env-id": env_id, "num-server-rounds": rounds, **WORKLOAD}
+        config = {"env-id": env_id, "aggregator": args.aggregator, "num-server-rounds": rounds, **WORKLOAD}
         start = time.perf_counter()
         (sim,) = simulate([config], clients=CLIENTS)
         sim_s = time.perf_counter() - start
-        single, single_s = single_process(env_id, rounds)
+        single, single_s = single_process(env_id, rounds, args.aggregator)
         raw = raw_env_sps(env_id)
         print(f"\n{env_id}, {rounds} rounds; raw random-action env {raw:,.0f} sps")
         print("  simulation, per round:")

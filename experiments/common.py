@@ -18,15 +18,19 @@ def read_rounds(run_dir: str | Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def simulate(configs: list[dict], clients: int) -> list[list[dict[str, float]]]:
-    """Run each config with ``flwr run`` on one private simulation SuperLink; returns their rounds."""
+def simulate(configs: list[dict], clients: int,
+             resources: str = "client-resources-num-cpus=1") -> list[list[dict[str, float]]]:
+    """Run each config with ``flwr run`` on one private simulation SuperLink; returns their rounds.
+
+    ``resources``: the federation's ``client-resources-*`` settings (one CPU per client by default).
+    """
     out = []
     with tempfile.TemporaryDirectory() as tmp, simulation_superlink(Path(tmp)) as env:
         for config in configs:
             # Benchmarks time training: no evaluations between rounds unless a config asks.
             config = {"eval-episodes": 0, **config, "outdir": str(Path(tmp) / "runs")}
             run_id, status, results = flwr_run(str(ROOT), [to_overrides(config)],
-                                               [f"num-supernodes={clients} client-resources-num-cpus=1"],
+                                               [f"num-supernodes={clients} {resources}"],
                                                CONNECTION, env, echo=False)
             if status != "finished:completed" or results is None:
                 raise RuntimeError(f"simulation run {run_id} ended {status}")

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from experiments.bench_scale import tree_pss
 from experiments.bench_throughput import per_round, steady
@@ -44,3 +45,12 @@ def test_tree_memory_counts_a_child_process():
     finally:
         child.kill()
         child.wait()
+
+
+def test_gpu_checks_reference_run_repeats_on_the_cpu():
+    from experiments.gpu_check import train
+
+    rows, params, seconds = train("cpu", 2, "CartPole-v1")
+    again, params_again, _ = train("cpu", 2, "CartPole-v1")
+    assert [r["episodic_return_mean"] for r in rows] == [r["episodic_return_mean"] for r in again]
+    assert all(torch.equal(params[k], params_again[k]) for k in params) and len(seconds) == 2

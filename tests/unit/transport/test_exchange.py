@@ -46,7 +46,7 @@ def _messages():
 
 
 def test_exchange_sleeps_most_of_the_usual_reply_time_before_polling(monkeypatch):
-    clock = _Clock(pull_s=0.01)
+    clock = _Clock(pull_s=0.0002)
     monkeypatch.setattr(exchange_module, "time", clock)
     expected = ExpectedWait(fraction=0.8, warmup=0)
     grid = _Grid(clock, ready_at=0.1)
@@ -54,6 +54,7 @@ def test_exchange_sleeps_most_of_the_usual_reply_time_before_polling(monkeypatch
     replies, missing = exchange(grid, _messages())  # nothing learned: polls from the start
     assert len(replies) == 2 and missing == []
     assert grid.pulls[0] == 0.0 and len(grid.pulls) > 5
+    first = len(grid.pulls)
 
     for _ in range(2):
         clock.now, grid.pulls = 0.0, []
@@ -61,7 +62,18 @@ def test_exchange_sleeps_most_of_the_usual_reply_time_before_polling(monkeypatch
         assert len(replies) == 2 and missing == []
     # The second exchange slept 0.8 x the first's wait, then needed only a few polls.
     assert grid.pulls[0] == pytest.approx(0.8 * expected.waits[0])
-    assert 0.08 <= grid.pulls[0] < 0.1 and len(grid.pulls) <= 3
+    assert 0.08 <= grid.pulls[0] < 0.1 and len(grid.pulls) <= first / 4
+
+
+def test_slow_pulls_are_paced_so_they_take_a_quarter_of_the_time_at_most(monkeypatch):
+    clock = _Clock(pull_s=0.005)  # a pull over a thousand pending replies
+    monkeypatch.setattr(exchange_module, "time", clock)
+    grid = _Grid(clock, ready_at=0.2)
+    replies, missing = exchange(grid, _messages())
+    assert len(replies) == 2 and missing == []
+    gaps = [b - a for a, b in zip(grid.pulls, grid.pulls[1:])]
+    assert min(gaps) >= 4 * 0.005  # each pull, then three times its length before the next
+    assert len(grid.pulls) * 0.005 <= 0.25 * grid.pulls[-1] + 0.005
 
 
 def test_exchange_nap_never_outlasts_the_reply_timeout(monkeypatch):
