@@ -50,6 +50,7 @@ class FakeClock:
         self.now += seconds
 
     perf_counter = staticmethod(time.perf_counter)
+    thread_time = staticmethod(time.thread_time)
 
 
 @pytest.fixture
