@@ -17,8 +17,8 @@ for the next reply (:func:`reply_signal`) instead of sleeping between pulls.
 
 Flower's loop also asks the state for each node in turn, and the in-memory state answers
 each question by checking every stored instruction (its TTL and federation), so one
-pass costs nodes × instructions checks: with 1,000 clients a million per poll, which
-made a round take minutes. :func:`take_undelivered` does the pass once: it checks the
+pass costs nodes × instructions checks: with 1,000 clients a million per poll.
+:func:`take_undelivered` does the pass once: it checks the
 undelivered instructions together and hands out at most one per node, as Flower's
 ``limit=1`` does, marking them delivered under the state's lock. A state without the
 in-memory state's attributes is asked node by node, as Flower does. Applied through
