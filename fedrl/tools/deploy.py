@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fedrl.tools.processes import free_port, stop_pids, wait_for_port
+from fedrl.tools.processes import free_port, sigterm_exits, stop_pids, wait_for_port
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 VALID_DAYS = 825
@@ -249,14 +249,20 @@ class LocalDeployment:
         self.procs.clear()
 
     def __enter__(self) -> LocalDeployment:
+        self._sigterm = sigterm_exits()  # a SIGTERM mid-block still stops what was started
+        self._sigterm.__enter__()
         try:
             return self.start()
         except BaseException:
             self.stop()
+            self._sigterm.__exit__(None, None, None)
             raise
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            self._sigterm.__exit__(None, None, None)
 
 
 def main(argv: list[str] | None = None) -> int:

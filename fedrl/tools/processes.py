@@ -7,7 +7,9 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -80,3 +82,26 @@ def stop_pids(pids: dict[str, int], grace_s: float = 15.0) -> None:
     for pid, kill in signals:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """Within the block, SIGTERM raises SystemExit, so the ``finally`` blocks that stop what was started run.
+
+    Python's default for SIGTERM ends the process at once, and a benchmark or test stopped
+    that way left its SuperLink and SuperNodes running. Only the main thread can set a
+    handler, and a handler someone else set is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

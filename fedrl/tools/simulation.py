@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from fedrl.tools.processes import descendants, free_port, stop_pids, wait_for_port
+from fedrl.tools.processes import descendants, free_port, sigterm_exits, stop_pids, wait_for_port
 
 CONNECTION = "fedrl-test"
 
@@ -48,12 +48,13 @@ def simulation_superlink(tmp: Path, bindir: Path | None = None) -> Iterator[dict
         # Ray puts its driver's working directory on its workers' path: one of our own, so that a
         # checkout there cannot stand in for the app's installed copy.
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp)
-    try:
-        wait_for_port(port, proc, log)
-        yield env
-    finally:
-        stop_pids({"superlink": proc.pid}, grace_s=20)
-        proc.wait()
+    with sigterm_exits():
+        try:
+            wait_for_port(port, proc, log)
+            yield env
+        finally:
+            stop_pids({"superlink": proc.pid}, grace_s=20)
+            proc.wait()
 
 
 def kill_superlink(env: dict[str, str]) -> None:
