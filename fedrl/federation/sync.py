@@ -64,11 +64,13 @@ MAX_ROUND_ATTEMPTS = 3
 SERIAL_PARALLELISM = 1.3
 
 
-def serial_clients_warning(rollouts: list[RolloutResult], seconds: float, cpus: int | None) -> str | None:
+def serial_clients_warning(rollouts: list[RolloutResult], seconds: float, cpus: int | None,
+                           supernodes: int | None = None) -> str | None:
     """A warning if ``rollouts``, played in one phase of ``seconds``, ran one at a time on a machine that has the CPUs.
 
     Flower's simulation engine gives every ClientApp 2 CPUs unless the federation says
-    otherwise, so on a 2-core machine its clients take turns. The remedy is named exactly.
+    otherwise, so on a 2-core machine its clients take turns. The remedy is named exactly,
+    for the federation's ``supernodes`` (default: one per rollout).
     """
     n, cpus = len(rollouts), cpus or 1
     compute = sum(r.compute_s for r in rollouts if np.isfinite(r.compute_s))
@@ -77,7 +79,7 @@ def serial_clients_warning(rollouts: list[RolloutResult], seconds: float, cpus: 
     return (f"the {n} clients ran one at a time: their rollouts took {compute:.2f} s of compute in a "
             f"{seconds:.2f} s phase, on a machine with {cpus} CPUs. In Flower's simulation engine every "
             f"ClientApp gets 2 CPUs unless the federation says otherwise; run with --federation-config "
-            f"'num-supernodes={n} client-resources-num-cpus=1' (one client per core)")
+            f"'num-supernodes={supernodes or n} client-resources-num-cpus=1' (one client per core)")
 
 
 class RolloutPhase:
@@ -256,7 +258,8 @@ class SyncScheduler:
         # Only the simulation engine decides how many clients run at once; the in-process
         # grid runs them one after the other by design, a deployment one per SuperNode.
         if self.rounds_here == 2 and simpoll.in_simulation_engine(self.messenger.grid):
-            warning = serial_clients_warning(rollouts, seconds, os.cpu_count())
+            warning = serial_clients_warning(rollouts, seconds, os.cpu_count(),
+                                             self.costs.num_partitions if self.costs else None)
             if warning:
                 log.warning(warning)
 

@@ -18,6 +18,11 @@ def test_clients_that_took_turns_get_the_exact_federation_config():
     assert "0.71 s of compute in a 0.74 s phase" in warning
 
 
+def test_the_remedy_names_the_whole_federation_when_a_round_samples_part_of_it():
+    warning = serial_clients_warning(rollouts(0.35, 0.36), seconds=0.74, cpus=2, supernodes=20)
+    assert "'num-supernodes=20 client-resources-num-cpus=1'" in warning
+
+
 def test_clients_that_overlapped_are_not_warned_about():
     assert serial_clients_warning(rollouts(0.35, 0.36), seconds=0.38, cpus=2) is None
 
