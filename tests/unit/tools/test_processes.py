@@ -28,7 +28,20 @@ def test_sigterm_inside_the_block_runs_its_cleanup():
     assert "stopped what it started" in out and child.returncode == 128 + signal.SIGTERM
 
 
-def test_sigterm_handling_is_restored_after_the_block():
-    with sigterm_exits():
-        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+def test_sigterm_handling_is_restored_after_the_block_and_a_handler_of_someone_elses_is_left_alone():
+    before = signal.getsignal(signal.SIGTERM)  # an earlier test's entry point may have set one
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with sigterm_exits():
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+        def theirs(signum, frame):
+            return None
+
+        signal.signal(signal.SIGTERM, theirs)
+        with sigterm_exits():
+            assert signal.getsignal(signal.SIGTERM) is theirs
+        assert signal.getsignal(signal.SIGTERM) is theirs
+    finally:
+        signal.signal(signal.SIGTERM, before)
