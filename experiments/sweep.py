@@ -30,7 +30,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -207,8 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not todo:
         return 0
-    # SIGTERM unwinds like Ctrl-C, so the private SuperLink is stopped by the with-block.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed, start, done = 0, time.time(), len(cells) - len(todo)
     with tempfile.TemporaryDirectory(prefix="fedrl-sweep-") as tmp, simulation_superlink(Path(tmp)) as env:
         for i, cell in enumerate(todo, 1):
